@@ -1,0 +1,163 @@
+import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
+import type { WebSocketServer } from 'ws'
+import { HandshakeTimeoutError, InternalError, OriginNotAllowedError, type GuardError } from './errors.js'
+import { checkHandshake } from './handshake.js'
+import type { RouteSettings } from './options.js'
+import { checkOrigin } from './origin.js'
+import { parseOfferedProtocols, selectProtocol } from './protocols.js'
+import { sendCloseRejection, sendHttpRejection, type Rejection } from './reject.js'
+import { kHandshake } from './symbols.js'
+
+/** What the guard knows about one handshake; kept on the raw request for ws's callbacks. */
+export interface HandshakeState {
+  readonly settings: RouteSettings
+  /** The route's URL pattern, never the request URL (which may carry a token in its query). */
+  readonly route: string
+  /** The subprotocol to select; `undefined` leaves it to ws's default. */
+  protocol: string | false | undefined
+  readonly offeredProtocols: readonly string[]
+}
+
+/** One check of the chain: `undefined` to go on, a rejection to stop, or a promise of either. */
+export type GuardStep = (request: FastifyRequest, state: HandshakeState) => Rejection | undefined | Promise<Rejection | undefined>
+
+/** What every guarded route of one plugin instance shares. */
+export interface GuardContext {
+  readonly wss: WebSocketServer
+  /** Called once for every refused handshake, after it was answered. */
+  readonly onRejected: (request: FastifyRequest, state: HandshakeState | undefined, error: GuardError) => void
+}
+
+type RawWithState = FastifyRequest['raw'] & { [kHandshake]?: HandshakeState }
+
+/**
+ * Builds the `onRequest` hook of one guarded route. The chain reads top to bottom: the
+ * handshake's shape, the origin, the subprotocols, then the steps later concerns add (token,
+ * verification, authorization, limits). Only then does @fastify/websocket upgrade.
+ */
+export function createGuardHook (context: GuardContext, settings: RouteSettings, route: string, steps: readonly GuardStep[], servesHttp: boolean): onRequestHookHandler {
+  const chain: readonly GuardStep[] = [checkOriginStep, selectProtocolStep, ...steps]
+
+  return function wsGuardOnRequest (request, reply, done) {
+    if (servesHttp && !request.ws) return done()
+    // A malformed handshake cannot be upgraded, so it is always answered over HTTP.
+    const shapeError = checkHandshake(request)
+    const offered = shapeError ?? parseOfferedProtocols(request.headers['sec-websocket-protocol'])
+    if (!Array.isArray(offered)) {
+      sendHttpRejection(reply, { error: offered, headers: shapeHeaders(offered) })
+      recordRejection(context, request, undefined, offered)
+      return
+    }
+    const state: HandshakeState = { settings, route, protocol: undefined, offeredProtocols: offered }
+    ;(request.raw as RawWithState)[kHandshake] = state
+    new HandshakeRun(context, chain, request, reply, state, done).next(0)
+  }
+}
+
+/** Walks the chain synchronously until a step goes async; then bounds the rest by `handshakeTimeout`. */
+class HandshakeRun {
+  #timer: NodeJS.Timeout | undefined
+  #settled = false
+
+  constructor (
+    readonly context: GuardContext,
+    readonly chain: readonly GuardStep[],
+    readonly request: FastifyRequest,
+    readonly reply: FastifyReply,
+    readonly state: HandshakeState,
+    readonly done: (err?: Error) => void
+  ) {}
+
+  next (from: number): void {
+    for (let i = from; i < this.chain.length; i++) {
+      let result: ReturnType<GuardStep>
+      try {
+        result = this.chain[i]!(this.request, this.state)
+      } catch (err) {
+        return this.fail(err)
+      }
+      if (result === undefined) continue
+      if ('then' in result) return this.wait(result, i + 1)
+      return this.reject(result)
+    }
+    this.finish()
+    this.done()
+  }
+
+  wait (pending: Promise<Rejection | undefined>, resumeAt: number): void {
+    this.#timer ??= setTimeout(() => {
+      this.reject({ error: new HandshakeTimeoutError(), headers: retryAfter })
+    }, this.state.settings.handshakeTimeout)
+    pending.then((result) => {
+      if (this.#settled) return
+      // The client went away while we waited: nothing to answer, nothing to upgrade.
+      if (this.reply.raw.socket?.destroyed !== false) return this.finish()
+      if (result === undefined) return this.next(resumeAt)
+      this.reject(result)
+    }, (err: unknown) => {
+      if (!this.#settled) this.fail(err)
+    })
+  }
+
+  fail (err: unknown): void {
+    // Only the error's name and code are logged: its message may carry what must not leak.
+    const { name, code } = err as { name?: string, code?: string }
+    this.request.log.error({ wsGuard: { err: { name, code } } }, 'websocket guard step failed')
+    this.reject({ error: new InternalError() })
+  }
+
+  reject (rejection: Rejection): void {
+    if (this.#settled) return
+    this.finish()
+    const { settings } = this.state
+    if (settings.rejectWith === 'close') {
+      sendCloseRejection(this.context.wss, this.request, this.reply, rejection.error)
+    } else {
+      sendHttpRejection(this.reply, rejection)
+    }
+    recordRejection(this.context, this.request, this.state, rejection.error)
+  }
+
+  finish (): void {
+    this.#settled = true
+    if (this.#timer !== undefined) clearTimeout(this.#timer)
+  }
+}
+
+const retryAfter = Object.freeze({ 'retry-after': '5' })
+
+function checkOriginStep (request: FastifyRequest, state: HandshakeState): Rejection | undefined | Promise<Rejection | undefined> {
+  const verdict = checkOrigin(request, state.settings.origin)
+  if (verdict === undefined) return undefined
+  if (typeof verdict === 'string') return originRejection(request, state, verdict)
+  return verdict.then((reason) => reason === undefined ? undefined : originRejection(request, state, reason))
+}
+
+function originRejection (request: FastifyRequest, state: HandshakeState, reason: string): Rejection | undefined {
+  if (state.settings.originReportOnly) {
+    request.log.info({ wsGuard: { code: 'FST_WS_GUARD_ORIGIN_NOT_ALLOWED', route: state.route, reportOnly: true } }, `websocket origin would be rejected: ${reason}`)
+    return undefined
+  }
+  return { error: new OriginNotAllowedError(reason) }
+}
+
+function selectProtocolStep (_request: FastifyRequest, state: HandshakeState): Rejection | undefined {
+  const selected = selectProtocol(state.offeredProtocols, state.settings.protocols)
+  if (selected === undefined || typeof selected === 'string') {
+    state.protocol = selected
+    return undefined
+  }
+  return { error: selected }
+}
+
+function shapeHeaders (error: GuardError): Record<string, string> | undefined {
+  if (error.code === 'FST_WS_GUARD_UNSUPPORTED_VERSION') return { upgrade: 'websocket', 'sec-websocket-version': '13' }
+  if (error.statusCode === 426) return { upgrade: 'websocket' }
+  return undefined
+}
+
+/** One info line per refused handshake (code and reason, never a URL), then the context's bookkeeping. */
+export function recordRejection (context: GuardContext, request: FastifyRequest, state: HandshakeState | undefined, error: GuardError): void {
+  request.log.info({ wsGuard: { code: error.code, statusCode: error.statusCode, route: state?.route ?? request.routeOptions.url } }, `websocket handshake rejected: ${error.message}`)
+  context.onRejected(request, state, error)
+}

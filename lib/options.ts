@@ -1,0 +1,133 @@
+import type { ServerOptions } from 'ws'
+import { InvalidOptionError } from './errors.js'
+import { compileOrigins, describe, type OriginOption, type OriginSettings } from './origin.js'
+import {
+  assertKnownKeys,
+  assertPlainObject,
+  optionalBoolean,
+  optionalInteger,
+  optionalOneOf
+} from './validate.js'
+
+/** Settings that apply plugin-wide and can be overridden per route with `config.wsGuard`. */
+export interface WsGuardRouteOptions {
+  /**
+   * Browser origins allowed to connect. Default: same origin only (the Origin's host and port
+   * equal the Host header).
+   * @example origins: ['https://app.example.com', 'https://*.example.com', /^https:\/\/pr-\d+\.preview\.dev$/]
+   */
+  origins?: OriginOption
+  /** Allow requests without an Origin header (non-browser clients). Default `true`. */
+  allowMissingOrigin?: boolean
+  /** Log origin decisions without enforcing them, to roll an allowlist out safely. Default `false`. */
+  originReportOnly?: boolean
+  /**
+   * How a refused upgrade is answered: `'http'` (default) with an HTTP error response, or
+   * `'close'` with the upgrade followed at once by a close frame (4400/4401/4403/4429/1013)
+   * that browser code can read in `CloseEvent`. Malformed handshakes always get HTTP.
+   */
+  rejectWith?: 'http' | 'close'
+  /** Bound, in ms, on the guard's own async work before the upgrade. Default `10000`. */
+  handshakeTimeout?: number
+  /**
+   * The application subprotocols this route speaks, in order of preference. When set, the
+   * first one the client offered is selected.
+   */
+  protocols?: readonly string[]
+}
+
+/** Options of `app.register(wsGuard, options)`. */
+export interface WsGuardOptions extends WsGuardRouteOptions {
+  /**
+   * `ws` server options, used when the guard registers `@fastify/websocket` itself. Defaults
+   * safer than ws's are merged in: `maxPayload` 1 MiB, `perMessageDeflate` off,
+   * `maxFragments` 1024, `maxBufferedChunks` 16384.
+   */
+  websocket?: Omit<ServerOptions, 'noServer' | 'server' | 'port' | 'host' | 'path'>
+}
+
+/** The validated, defaulted settings of one guarded route. */
+export interface RouteSettings {
+  readonly origin: OriginSettings
+  readonly originReportOnly: boolean
+  readonly rejectWith: 'http' | 'close'
+  readonly handshakeTimeout: number
+  readonly protocols: readonly string[]
+}
+
+export const defaultWebSocketOptions = Object.freeze({
+  maxPayload: 1024 * 1024,
+  perMessageDeflate: false,
+  maxFragments: 1024,
+  maxBufferedChunks: 16 * 1024
+})
+
+const routeKeys = ['origins', 'allowMissingOrigin', 'originReportOnly', 'rejectWith', 'handshakeTimeout', 'protocols'] as const
+const pluginOnlyKeys = ['websocket'] as const
+const pluginKeys = [...routeKeys, ...pluginOnlyKeys]
+
+// RFC 7230 token characters: what a subprotocol name may contain.
+const tokenShape = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+
+export interface NormalizedOptions {
+  readonly websocket: ServerOptions
+  /** The user's route-level options, kept to merge with each route's overrides. */
+  readonly routeDefaults: Readonly<WsGuardRouteOptions>
+  readonly route: RouteSettings
+}
+
+/** Validates and defaults the plugin options once, at registration. */
+export function normalizeOptions (options: unknown): NormalizedOptions {
+  assertPlainObject(options ?? {}, 'options')
+  const opts = (options ?? {}) as Record<string, unknown>
+  assertKnownKeys(opts, pluginKeys, '')
+  if (opts.websocket !== undefined) assertPlainObject(opts.websocket, 'websocket')
+  const routeDefaults: Record<string, unknown> = {}
+  for (const key of routeKeys) {
+    if (opts[key] !== undefined) routeDefaults[key] = opts[key]
+  }
+  return Object.freeze({
+    websocket: { ...defaultWebSocketOptions, ...(opts.websocket as ServerOptions | undefined) },
+    routeDefaults: Object.freeze(routeDefaults),
+    route: normalizeRouteOptions(routeDefaults, 'options')
+  })
+}
+
+/**
+ * Merges a route's `config.wsGuard` overrides over the plugin's route-level options and
+ * validates the result; called once per route, at declaration.
+ */
+export function resolveRouteSettings (defaults: NormalizedOptions, overrides: unknown, routeName: string): RouteSettings {
+  if (overrides === undefined || overrides === true) return defaults.route
+  const name = `config.wsGuard of ${routeName}`
+  assertPlainObject(overrides, name)
+  assertKnownKeys(overrides, routeKeys, name)
+  return normalizeRouteOptions({ ...defaults.routeDefaults, ...overrides }, name)
+}
+
+function normalizeRouteOptions (opts: Record<string, unknown>, name: string): RouteSettings {
+  return Object.freeze({
+    origin: Object.freeze({
+      policy: compileOrigins(opts.origins, `${name}.origins`),
+      allowMissingOrigin: optionalBoolean(opts.allowMissingOrigin, true, `${name}.allowMissingOrigin`)
+    }),
+    originReportOnly: optionalBoolean(opts.originReportOnly, false, `${name}.originReportOnly`),
+    rejectWith: optionalOneOf(opts.rejectWith, ['http', 'close'], 'http', `${name}.rejectWith`),
+    handshakeTimeout: optionalInteger(opts.handshakeTimeout, 10_000, `${name}.handshakeTimeout`),
+    protocols: normalizeProtocols(opts.protocols, `${name}.protocols`)
+  })
+}
+
+function normalizeProtocols (value: unknown, name: string): readonly string[] {
+  if (value === undefined) return []
+  if (!Array.isArray(value)) throw new InvalidOptionError(`${name} must be an array of subprotocol names, got ${describe(value)}`)
+  for (const protocol of value) {
+    if (typeof protocol !== 'string' || !tokenShape.test(protocol)) {
+      throw new InvalidOptionError(`${name}: ${describe(protocol)} is not a valid subprotocol name (letters, digits and !#$%&'*+-.^_\`|~)`)
+    }
+    if (protocol === 'bearer' || protocol.startsWith('bearer.')) {
+      throw new InvalidOptionError(`${name}: "${protocol}" is reserved for bearer tokens; name the application protocol, as in "chat.v1"`)
+    }
+  }
+  return Object.freeze([...value])
+}

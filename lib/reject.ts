@@ -1,0 +1,63 @@
+import { STATUS_CODES } from 'node:http'
+import type { FastifyReply, FastifyRequest } from 'fastify'
+import type { WebSocketServer } from 'ws'
+import type { GuardError } from './errors.js'
+
+/** Close codes for `rejectWith: 'close'`, by HTTP status: 4000 + status, 1013 "try again later". */
+const closeCodes: Record<number, number> = { 400: 4400, 401: 4401, 403: 4403, 429: 4429, 500: 1011, 503: 1013 }
+
+/** Short, fixed close reasons: a close frame is no place for details. */
+const closeReasons: Record<string, string> = {
+  FST_WS_GUARD_ORIGIN_NOT_ALLOWED: 'origin not allowed',
+  FST_WS_GUARD_TOKEN_MISSING: 'authentication required',
+  FST_WS_GUARD_TOKEN_INVALID: 'invalid token',
+  FST_WS_GUARD_TOKEN_EXPIRED: 'token expired',
+  FST_WS_GUARD_TOKEN_REVOKED: 'token revoked',
+  FST_WS_GUARD_FORBIDDEN: 'forbidden',
+  FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS: 'too many connections',
+  FST_WS_GUARD_TOO_MANY_CONNECTIONS: 'server at capacity',
+  FST_WS_GUARD_SHUTTING_DOWN: 'server shutting down',
+  FST_WS_GUARD_INTERNAL: 'internal error'
+}
+
+/** A refusal: the error, extra response headers, and whether a close frame may carry it. */
+export interface Rejection {
+  error: GuardError
+  headers?: Readonly<Record<string, string>> | undefined
+}
+
+export function closeCodeFor (error: GuardError): number {
+  return closeCodes[error.statusCode] ?? 4400
+}
+
+export function closeReasonFor (error: GuardError): string {
+  return closeReasons[error.code] ?? 'bad request'
+}
+
+/** Answers with `{ statusCode, code, error, message }`, `Connection: close`, then closes the socket. */
+export function sendHttpRejection (reply: FastifyReply, rejection: Rejection): void {
+  const { error, headers } = rejection
+  const status = error.statusCode
+  reply.code(status)
+  reply.header('connection', status === 426 ? 'upgrade, close' : 'close')
+  if (headers !== undefined) reply.headers(headers)
+  reply.type('application/json; charset=utf-8')
+  reply.send(JSON.stringify({ statusCode: status, code: error.code, error: STATUS_CODES[status], message: error.message }))
+}
+
+/**
+ * Completes the upgrade only to close at once with a code and a short reason, so that browser
+ * code can read why in `CloseEvent`. The route handler never runs.
+ */
+export function sendCloseRejection (wss: WebSocketServer, request: FastifyRequest, reply: FastifyReply, error: GuardError): void {
+  reply.hijack()
+  // The upgrade socket is the reply's (also under injectWS). Bytes a client pipelined after
+  // its handshake are dropped with the connection anyway.
+  wss.handleUpgrade(request.raw, reply.raw.socket!, emptyHead, (socket) => {
+    socket.on('error', noop)
+    socket.close(closeCodeFor(error), closeReasonFor(error))
+  })
+}
+
+const emptyHead = Buffer.alloc(0)
+function noop (): void {}

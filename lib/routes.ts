@@ -1,0 +1,58 @@
+import type { FastifyInstance, onRequestHookHandler, RouteOptions } from 'fastify'
+import { InvalidOptionError, NotWebSocketRouteError } from './errors.js'
+import { createGuardHook, recordRejection, type GuardContext, type GuardStep } from './guard.js'
+import { resolveRouteSettings, type NormalizedOptions } from './options.js'
+import { sendHttpRejection } from './reject.js'
+
+/**
+ * The `onRoute` hook that guards every route declared in the plugin's scope: WebSocket routes
+ * get the guard chain, plain routes get a clear refusal of upgrade requests.
+ */
+export function createRouteGuard (options: NormalizedOptions, context: GuardContext, steps: readonly GuardStep[]) {
+  return function onRoute (routeOptions: RouteOptions): void {
+    const overrides = routeOptions.config?.wsGuard
+    if (overrides === false) return
+    const methods = ([] as string[]).concat(routeOptions.method)
+    const name = `${methods.join(',')} ${routeOptions.url}`
+    const isWebSocket = routeOptions.websocket === true || typeof routeOptions.wsHandler === 'function'
+    if (!isWebSocket) {
+      if (overrides !== undefined) {
+        throw new InvalidOptionError(`config.wsGuard is set on ${name}, which is not a WebSocket route; add websocket: true or declare it with app.wsRoute()`)
+      }
+      prependOnRequest(routeOptions, rejectUpgrade(context, methods[0]!, routeOptions.url))
+      return
+    }
+    // A HEAD route (including the one Fastify adds for a GET) can never be upgraded.
+    if (methods.every((method) => method === 'HEAD')) return
+    const settings = resolveRouteSettings(options, overrides, name)
+    // A wsHandler route also serves plain HTTP through its handler.
+    const servesHttp = routeOptions.websocket !== true
+    prependOnRequest(routeOptions, createGuardHook(context, settings, routeOptions.url, steps, servesHttp))
+  }
+}
+
+/** Upgrades aimed at a plain HTTP route would get a 101 and an immediate close; refuse them first. */
+function rejectUpgrade (context: GuardContext, method: string, url: string): onRequestHookHandler {
+  return function wsGuardPlainRoute (request, reply, done) {
+    if (!request.ws) return done()
+    const error = new NotWebSocketRouteError(method, url)
+    sendHttpRejection(reply, { error })
+    recordRejection(context, request, undefined, error)
+  }
+}
+
+/** The guard runs before the route's own hooks, so no app code sees a refused handshake. */
+function prependOnRequest (routeOptions: RouteOptions, hook: onRequestHookHandler): void {
+  const existing = routeOptions.onRequest
+  routeOptions.onRequest = existing === undefined ? [hook] : [hook, ...([] as onRequestHookHandler[]).concat(existing)]
+}
+
+/** Arguments of `app.wsRoute(path, [routeOptions], handler)`. */
+export function declareWebSocketRoute (this: FastifyInstance, path: string, optionsOrHandler: object | Function, handler?: Function): FastifyInstance {
+  const options = typeof optionsOrHandler === 'function' ? {} : optionsOrHandler
+  const wsHandler = typeof optionsOrHandler === 'function' ? optionsOrHandler : handler
+  if (typeof wsHandler !== 'function') {
+    throw new InvalidOptionError(`wsRoute('${path}') needs a handler (socket, request) => {}`)
+  }
+  return this.route({ ...options, method: 'GET', url: path, websocket: true, handler: wsHandler } as RouteOptions)
+}

@@ -1,0 +1,50 @@
+import { InvalidOptionError } from './errors.js'
+import { describe } from './origin.js'
+
+/*
+ * Small assertions for option validation at registration. Each failure says which option,
+ * what arrived and what to write instead.
+ */
+
+export function assertPlainObject (value: unknown, name: string): asserts value is Record<string, unknown> {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw new InvalidOptionError(`${name} must be an object, got ${describe(value)}`)
+  }
+}
+
+export function assertKnownKeys (value: Record<string, unknown>, known: readonly string[], name: string): void {
+  for (const key of Object.keys(value)) {
+    if (!known.includes(key)) {
+      throw new InvalidOptionError(`unknown option ${name === '' ? key : name + '.' + key}; known options are ${known.join(', ')}`)
+    }
+  }
+}
+
+export function optionalBoolean (value: unknown, fallback: boolean, name: string): boolean {
+  if (value === undefined) return fallback
+  if (typeof value !== 'boolean') throw new InvalidOptionError(`${name} must be true or false, got ${describe(value)}`)
+  return value
+}
+
+/** A whole number of milliseconds or bytes, at least `min`. */
+export function optionalInteger (value: unknown, fallback: number, name: string, min = 1): number {
+  if (value === undefined) return fallback
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    throw new InvalidOptionError(`${name} must be a whole number >= ${min}, got ${describe(value)}${typeof value === 'number' ? ' ' + String(value) : ''}`)
+  }
+  return value
+}
+
+export function optionalOneOf<T extends string> (value: unknown, choices: readonly T[], fallback: T, name: string): T {
+  if (value === undefined) return fallback
+  if (!choices.includes(value as T)) {
+    throw new InvalidOptionError(`${name} must be one of ${choices.map((c) => `'${c}'`).join(', ')}, got ${describe(value)}`)
+  }
+  return value as T
+}
+
+export function optionalFunction<T> (value: unknown, name: string): T | undefined {
+  if (value === undefined) return undefined
+  if (typeof value !== 'function') throw new InvalidOptionError(`${name} must be a function, got ${describe(value)}`)
+  return value as T
+}
