@@ -1,10 +1,10 @@
-import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
+import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import type { GuardContext } from './lib/guard.js'
 import { normalizeOptions, type WsGuardOptions, type WsGuardRouteOptions } from './lib/options.js'
 import { createRouteGuard, declareWebSocketRoute } from './lib/routes.js'
 import { ensureWebSocket } from './lib/websocket.js'
-import type { WsRouteMethod } from './lib/types.js'
+import type { WsRouteMethod, WsUser } from './lib/types.js'
 
 /**
  * Guards every WebSocket route declared in its scope: handshake checks and the Origin
@@ -21,10 +21,12 @@ const plugin: FastifyPluginAsync<WsGuardOptions> = async function wsGuard (fasti
   const wss = await ensureWebSocket(fastify, normalized.websocket)
   const context: GuardContext = {
     wss,
+    steps: [],
     onRejected: () => {}
   }
+  fastify.decorateRequest('wsUser', null)
   fastify.decorate('wsRoute', declareWebSocketRoute as unknown as WsRouteMethod)
-  fastify.addHook('onRoute', createRouteGuard(normalized, context, []))
+  fastify.addHook('onRoute', createRouteGuard(normalized, context))
 }
 
 export const fastifyWsGuard = fp(plugin, { fastify: '5.x', name: 'fastify-ws-guard' })
@@ -33,7 +35,10 @@ export default fastifyWsGuard
 export * from './lib/errors.js'
 export type { WsGuardOptions, WsGuardRouteOptions } from './lib/options.js'
 export type { OriginOption, OriginPredicate } from './lib/origin.js'
-export type { WsRouteMethod, WsRouteOptions } from './lib/types.js'
+export type { WsGuardUserRegistry, WsRouteHandler, WsRouteMethod, WsRouteOptions, WsUser } from './lib/types.js'
+export type { WsGuardAuthOptions } from './lib/auth/options.js'
+export type { TokenSource } from './lib/auth/token-sources.js'
+export { requestSerializer } from './lib/serializers.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -43,10 +48,12 @@ declare module 'fastify' {
      */
     wsRoute: WsRouteMethod
   }
+  interface FastifyRequest {
+    /** The verified token claims on authenticated WebSocket routes; `null` elsewhere. */
+    wsUser: WsUser | null
+  }
   interface FastifyContextConfig {
     /** Guard settings of this route: overrides of the plugin options, or `false` to opt out. */
     wsGuard?: WsGuardRouteOptions | false
   }
 }
-
-export type { FastifyInstance }

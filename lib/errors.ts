@@ -94,7 +94,7 @@ export const InvalidRequestError = createError(
 )
 export const ProtocolRequiredError = createError(
   'FST_WS_GUARD_PROTOCOL_REQUIRED',
-  'The client offered only its bearer token as subprotocol: also offer %s, for example new WebSocket(url, bearerProtocols(token, %s))',
+  'The client offered only its bearer.<token> subprotocol, which the server never echoes: also offer %s (bearerProtocols(token, ...appProtocols) from fastify-ws-guard/client does)',
   400
 )
 export const TokenInvalidError = createError(

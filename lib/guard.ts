@@ -1,6 +1,8 @@
 import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
+import type { JWTPayload } from 'jose'
 import type { WebSocketServer } from 'ws'
 import { HandshakeTimeoutError, InternalError, OriginNotAllowedError, type GuardError } from './errors.js'
+import { createAuthStep } from './auth/authenticate.js'
 import { checkHandshake } from './handshake.js'
 import type { RouteSettings } from './options.js'
 import { checkOrigin } from './origin.js'
@@ -13,9 +15,11 @@ export interface HandshakeState {
   readonly settings: RouteSettings
   /** The route's URL pattern, never the request URL (which may carry a token in its query). */
   readonly route: string
-  /** The subprotocol to select; `undefined` leaves it to ws's default. */
-  protocol: string | false | undefined
+  /** The subprotocol the 101 names; `false` for none. */
+  protocol: string | false
   readonly offeredProtocols: readonly string[]
+  /** The verified claims, on authenticated routes. */
+  user: Readonly<JWTPayload> | null
 }
 
 /** One check of the chain: `undefined` to go on, a rejection to stop, or a promise of either. */
@@ -24,6 +28,8 @@ export type GuardStep = (request: FastifyRequest, state: HandshakeState) => Reje
 /** What every guarded route of one plugin instance shares. */
 export interface GuardContext {
   readonly wss: WebSocketServer
+  /** Steps every guarded route runs after authentication (limits). */
+  readonly steps: readonly GuardStep[]
   /** Called once for every refused handshake, after it was answered. */
   readonly onRejected: (request: FastifyRequest, state: HandshakeState | undefined, error: GuardError) => void
 }
@@ -35,8 +41,10 @@ type RawWithState = FastifyRequest['raw'] & { [kHandshake]?: HandshakeState }
  * handshake's shape, the origin, the subprotocols, then the steps later concerns add (token,
  * verification, authorization, limits). Only then does @fastify/websocket upgrade.
  */
-export function createGuardHook (context: GuardContext, settings: RouteSettings, route: string, steps: readonly GuardStep[], servesHttp: boolean): onRequestHookHandler {
-  const chain: readonly GuardStep[] = [checkOriginStep, selectProtocolStep, ...steps]
+export function createGuardHook (context: GuardContext, settings: RouteSettings, route: string, servesHttp: boolean): onRequestHookHandler {
+  const chain: GuardStep[] = [checkOriginStep, selectProtocolStep]
+  if (settings.auth !== undefined) chain.push(createAuthStep(settings.auth))
+  chain.push(...context.steps)
 
   return function wsGuardOnRequest (request, reply, done) {
     if (servesHttp && !request.ws) return done()
@@ -48,7 +56,7 @@ export function createGuardHook (context: GuardContext, settings: RouteSettings,
       recordRejection(context, request, undefined, offered)
       return
     }
-    const state: HandshakeState = { settings, route, protocol: undefined, offeredProtocols: offered }
+    const state: HandshakeState = { settings, route, protocol: false, offeredProtocols: offered, user: null }
     ;(request.raw as RawWithState)[kHandshake] = state
     new HandshakeRun(context, chain, request, reply, state, done).next(0)
   }
@@ -143,11 +151,9 @@ function originRejection (request: FastifyRequest, state: HandshakeState, reason
 
 function selectProtocolStep (_request: FastifyRequest, state: HandshakeState): Rejection | undefined {
   const selected = selectProtocol(state.offeredProtocols, state.settings.protocols)
-  if (selected === undefined || typeof selected === 'string') {
-    state.protocol = selected
-    return undefined
-  }
-  return { error: selected }
+  if (typeof selected === 'object') return { error: selected }
+  state.protocol = selected
+  return undefined
 }
 
 function shapeHeaders (error: GuardError): Record<string, string> | undefined {
@@ -158,6 +164,7 @@ function shapeHeaders (error: GuardError): Record<string, string> | undefined {
 
 /** One info line per refused handshake (code and reason, never a URL), then the context's bookkeeping. */
 export function recordRejection (context: GuardContext, request: FastifyRequest, state: HandshakeState | undefined, error: GuardError): void {
-  request.log.info({ wsGuard: { code: error.code, statusCode: error.statusCode, route: state?.route ?? request.routeOptions.url } }, `websocket handshake rejected: ${error.message}`)
+  const { causeCode } = error as GuardError & { causeCode?: string }
+  request.log.info({ wsGuard: { code: error.code, statusCode: error.statusCode, route: state?.route ?? request.routeOptions.url, causeCode } }, `websocket handshake rejected: ${error.message}`)
   context.onRejected(request, state, error)
 }

@@ -1,4 +1,5 @@
 import type { ServerOptions } from 'ws'
+import { normalizeAuth, type AuthSettings, type WsGuardAuthOptions } from './auth/options.js'
 import { InvalidOptionError } from './errors.js'
 import { compileOrigins, describe, type OriginOption, type OriginSettings } from './origin.js'
 import {
@@ -34,6 +35,11 @@ export interface WsGuardRouteOptions {
    * first one the client offered is selected.
    */
   protocols?: readonly string[]
+  /**
+   * JWT authentication before the upgrade; `false` on a route makes it public. A route's
+   * `auth` merges over the plugin's.
+   */
+  auth?: WsGuardAuthOptions | false
 }
 
 /** Options of `app.register(wsGuard, options)`. */
@@ -53,6 +59,7 @@ export interface RouteSettings {
   readonly rejectWith: 'http' | 'close'
   readonly handshakeTimeout: number
   readonly protocols: readonly string[]
+  readonly auth: AuthSettings | undefined
 }
 
 export const defaultWebSocketOptions = Object.freeze({
@@ -62,7 +69,7 @@ export const defaultWebSocketOptions = Object.freeze({
   maxBufferedChunks: 16 * 1024
 })
 
-const routeKeys = ['origins', 'allowMissingOrigin', 'originReportOnly', 'rejectWith', 'handshakeTimeout', 'protocols'] as const
+const routeKeys = ['origins', 'allowMissingOrigin', 'originReportOnly', 'rejectWith', 'handshakeTimeout', 'protocols', 'auth'] as const
 const pluginOnlyKeys = ['websocket'] as const
 const pluginKeys = [...routeKeys, ...pluginOnlyKeys]
 
@@ -89,7 +96,7 @@ export function normalizeOptions (options: unknown): NormalizedOptions {
   return Object.freeze({
     websocket: { ...defaultWebSocketOptions, ...(opts.websocket as ServerOptions | undefined) },
     routeDefaults: Object.freeze(routeDefaults),
-    route: normalizeRouteOptions(routeDefaults, 'options')
+    route: normalizeRouteOptions(routeDefaults, 'options', normalizeAuth(routeDefaults.auth, 'options.auth', undefined))
   })
 }
 
@@ -102,19 +109,29 @@ export function resolveRouteSettings (defaults: NormalizedOptions, overrides: un
   const name = `config.wsGuard of ${routeName}`
   assertPlainObject(overrides, name)
   assertKnownKeys(overrides, routeKeys, name)
-  return normalizeRouteOptions({ ...defaults.routeDefaults, ...overrides }, name)
+  // A route's auth merges over the plugin's, sharing its imported keys where it can.
+  const auth = overrides.auth === undefined
+    ? defaults.route.auth
+    : normalizeAuth(overrides.auth, `${name}.auth`, defaults.route.auth)
+  return normalizeRouteOptions({ ...defaults.routeDefaults, ...overrides }, name, auth)
 }
 
-function normalizeRouteOptions (opts: Record<string, unknown>, name: string): RouteSettings {
+function normalizeRouteOptions (opts: Record<string, unknown>, name: string, auth: AuthSettings | undefined): RouteSettings {
+  const usesCookie = auth?.sources.sources.includes('cookie') === true
+  if (usesCookie && (opts.allowMissingOrigin === true || opts.origins === '*')) {
+    throw new InvalidOptionError(`${name}: cookie auth is ambient, so any site could open a socket with your users' cookies; it needs an origin check: remove ${opts.origins === '*' ? "origins: '*'" : 'allowMissingOrigin: true'}`)
+  }
   return Object.freeze({
     origin: Object.freeze({
       policy: compileOrigins(opts.origins, `${name}.origins`),
-      allowMissingOrigin: optionalBoolean(opts.allowMissingOrigin, true, `${name}.allowMissingOrigin`)
+      // Cookie auth: a request without Origin could come from anywhere (CSWSH).
+      allowMissingOrigin: usesCookie ? false : optionalBoolean(opts.allowMissingOrigin, true, `${name}.allowMissingOrigin`)
     }),
     originReportOnly: optionalBoolean(opts.originReportOnly, false, `${name}.originReportOnly`),
     rejectWith: optionalOneOf(opts.rejectWith, ['http', 'close'], 'http', `${name}.rejectWith`),
     handshakeTimeout: optionalInteger(opts.handshakeTimeout, 10_000, `${name}.handshakeTimeout`),
-    protocols: normalizeProtocols(opts.protocols, `${name}.protocols`)
+    protocols: normalizeProtocols(opts.protocols, `${name}.protocols`),
+    auth
   })
 }
 

@@ -1,6 +1,7 @@
 import type { IncomingMessage } from 'node:http'
 import type { WebSocketServer } from 'ws'
-import { InvalidProtocolHeaderError, UnsupportedProtocolError, type GuardError } from './errors.js'
+import { bearerPrefix } from './auth/token-sources.js'
+import { InvalidProtocolHeaderError, ProtocolRequiredError, UnsupportedProtocolError, type GuardError } from './errors.js'
 import { kHandshake } from './symbols.js'
 
 const tokenShape = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
@@ -18,15 +19,24 @@ export function parseOfferedProtocols (header: string | undefined): string[] | G
 }
 
 /**
- * Picks the subprotocol the 101 will name: the first of the route's `protocols` the client
- * offered. `undefined` leaves the choice to ws's default (first offered, never a token).
+ * Picks the subprotocol the 101 will name, never a `bearer.<token>`: the first of the route's
+ * `protocols` the client offered (or, when the route names none, the client's first
+ * application protocol), else the marker `bearer`. A client that offered only its token gets
+ * an error: selecting nothing makes browsers fail the connection.
  */
-export function selectProtocol (offered: readonly string[], spoken: readonly string[]): string | undefined | GuardError {
-  if (spoken.length === 0 || offered.length === 0) return undefined
-  for (const protocol of spoken) {
-    if (offered.includes(protocol)) return protocol
+export function selectProtocol (offered: readonly string[], spoken: readonly string[]): string | false | GuardError {
+  const application = offered.filter((protocol) => protocol !== 'bearer' && !protocol.startsWith(bearerPrefix))
+  if (spoken.length > 0) {
+    for (const protocol of spoken) {
+      if (application.includes(protocol)) return protocol
+    }
+    if (application.length > 0) return new UnsupportedProtocolError(spoken.join(', '))
+  } else if (application.length > 0) {
+    return application[0]!
   }
-  return new UnsupportedProtocolError(spoken.join(', '))
+  if (offered.includes('bearer')) return 'bearer'
+  if (offered.length > 0) return new ProtocolRequiredError(spoken.length > 0 ? spoken.map((p) => `"${p}"`).join(' or ') : 'the marker "bearer"')
+  return false
 }
 
 /**
@@ -36,16 +46,17 @@ export function selectProtocol (offered: readonly string[], spoken: readonly str
 export function installProtocolSelection (wss: WebSocketServer): void {
   const original = wss.options.handleProtocols
   wss.options.handleProtocols = (protocols: Set<string>, request: IncomingMessage): string | false => {
-    const chosen = (request as GuardedIncomingMessage)[kHandshake]?.protocol
-    if (chosen !== undefined) return chosen
+    const state = (request as GuardedIncomingMessage)[kHandshake]
+    if (state !== undefined) return state.protocol
     if (original !== undefined) return original(protocols, request)
+    // A route outside the guard: ws's default, the first offered, but never a token.
     for (const protocol of protocols) {
-      if (!protocol.startsWith('bearer.')) return protocol
+      if (!protocol.startsWith(bearerPrefix)) return protocol
     }
     return false
   }
 }
 
 interface GuardedIncomingMessage extends IncomingMessage {
-  [kHandshake]?: { protocol: string | false | undefined }
+  [kHandshake]?: { protocol: string | false }
 }

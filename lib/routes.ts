@@ -1,6 +1,6 @@
 import type { FastifyInstance, onRequestHookHandler, RouteOptions } from 'fastify'
 import { InvalidOptionError, NotWebSocketRouteError } from './errors.js'
-import { createGuardHook, recordRejection, type GuardContext, type GuardStep } from './guard.js'
+import { createGuardHook, recordRejection, type GuardContext } from './guard.js'
 import { resolveRouteSettings, type NormalizedOptions } from './options.js'
 import { sendHttpRejection } from './reject.js'
 
@@ -8,7 +8,7 @@ import { sendHttpRejection } from './reject.js'
  * The `onRoute` hook that guards every route declared in the plugin's scope: WebSocket routes
  * get the guard chain, plain routes get a clear refusal of upgrade requests.
  */
-export function createRouteGuard (options: NormalizedOptions, context: GuardContext, steps: readonly GuardStep[]) {
+export function createRouteGuard (options: NormalizedOptions, context: GuardContext) {
   return function onRoute (routeOptions: RouteOptions): void {
     const overrides = routeOptions.config?.wsGuard
     if (overrides === false) return
@@ -27,7 +27,7 @@ export function createRouteGuard (options: NormalizedOptions, context: GuardCont
     const settings = resolveRouteSettings(options, overrides, name)
     // A wsHandler route also serves plain HTTP through its handler.
     const servesHttp = routeOptions.websocket !== true
-    prependOnRequest(routeOptions, createGuardHook(context, settings, routeOptions.url, steps, servesHttp))
+    prependOnRequest(routeOptions, createGuardHook(context, settings, routeOptions.url, servesHttp))
   }
 }
 

@@ -1,0 +1,83 @@
+import type { FastifyRequest } from 'fastify'
+import type { JWTPayload } from 'jose'
+import { ForbiddenError, TokenMissingError, TokenRevokedError, type GuardError } from '../errors.js'
+import type { GuardStep, HandshakeState } from '../guard.js'
+import type { Rejection } from '../reject.js'
+import type { AuthSettings } from './options.js'
+import { VerifiedTokenCache } from './token-cache.js'
+import { extractToken } from './token-sources.js'
+import { precheckToken, verifyToken } from './verify.js'
+
+// Cached verdicts are re-checked at least this often, whatever the token's lifetime.
+const maxCacheLifetime = 10 * 60_000
+
+/**
+ * The authentication step of the guard chain: find the token, verify it (or find it in the
+ * verified-token cache), then `isRevoked` and `authorize`. The cache-hit path without
+ * callbacks stays synchronous.
+ */
+export function createAuthStep (auth: AuthSettings): GuardStep {
+  return function authenticate (request, state) {
+    const found = extractToken(request, state.offeredProtocols, auth.sources)
+    if (found === undefined) return challenge(auth, new TokenMissingError())
+    if (found instanceof Error) return challenge(auth, found)
+    const { token } = found
+    const malformed = precheckToken(token, auth.verify)
+    if (malformed !== undefined) return challenge(auth, malformed)
+
+    const cache = auth.cache
+    const cacheKey = cache === undefined ? '' : VerifiedTokenCache.keyOf(token)
+    const cached = cache?.get(cacheKey, Date.now())
+    if (cached !== undefined) return admit(auth, request, state, cached)
+    return verifyToken(token, auth.verify).then((result) => {
+      if (result instanceof Error) return challenge(auth, result)
+      const claims = Object.freeze(result)
+      cache?.set(cacheKey, claims, cacheUntil(claims, auth))
+      return admit(auth, request, state, claims)
+    })
+  }
+}
+
+function cacheUntil (claims: JWTPayload, auth: AuthSettings): number {
+  const now = Date.now()
+  let until = now + maxCacheLifetime
+  if (typeof claims.exp === 'number') until = Math.min(until, claims.exp * 1000)
+  const maxAge = auth.verify.options.maxTokenAge
+  // A maxTokenAge given as '2h' is left to jose on the next miss: cache at most a minute then.
+  if (maxAge !== undefined) until = Math.min(until, typeof maxAge === 'number' && typeof claims.iat === 'number' ? (claims.iat + maxAge) * 1000 : now + 60_000)
+  return until
+}
+
+function admit (auth: AuthSettings, request: FastifyRequest, state: HandshakeState, claims: Readonly<JWTPayload>): Rejection | undefined | Promise<Rejection | undefined> {
+  request.wsUser = claims
+  state.user = claims
+  if (auth.isRevoked === undefined && auth.authorize === undefined) return undefined
+  return runCallbacks(auth, request, claims)
+}
+
+async function runCallbacks (auth: AuthSettings, request: FastifyRequest, claims: Readonly<JWTPayload>): Promise<Rejection | undefined> {
+  if (auth.isRevoked !== undefined && await auth.isRevoked(claims, request) !== false) {
+    return challenge(auth, new TokenRevokedError())
+  }
+  if (auth.authorize !== undefined && await auth.authorize(claims, request) !== true) {
+    return challenge(auth, new ForbiddenError())
+  }
+  return undefined
+}
+
+const errorAttributes: Record<string, string> = {
+  400: 'invalid_request',
+  401: 'invalid_token',
+  403: 'insufficient_scope'
+}
+
+/** The rejection and its RFC 6750 `WWW-Authenticate` challenge. */
+export function challenge (auth: AuthSettings, error: GuardError): Rejection {
+  if (error.statusCode >= 500) return { error, headers: { 'retry-after': '5' } }
+  let value = `Bearer realm="${auth.realm}"`
+  // RFC 6750 §3.1: a request without any token gets no error attribute.
+  if (error.code !== 'FST_WS_GUARD_TOKEN_MISSING') {
+    value += `, error="${errorAttributes[error.statusCode]}", error_description="${error.message.replace(/["\\]/g, "'")}"`
+  }
+  return { error, headers: { 'www-authenticate': value } }
+}

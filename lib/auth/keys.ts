@@ -1,0 +1,149 @@
+import { createPublicKey, KeyObject, webcrypto, type JsonWebKey as NodeJsonWebKey } from 'node:crypto'
+import { createRemoteJWKSet, type JWK, type JWTVerifyGetKey } from 'jose'
+import { InvalidOptionError } from '../errors.js'
+import { describe } from '../origin.js'
+
+/** Where verification keys come from; exactly one per auth configuration. */
+export interface KeySourceOptions {
+  /** HMAC secret (HS256/384/512), at least 32 bytes. */
+  secret?: string | Uint8Array
+  /** A public key: PEM (SPKI), a JWK, a KeyObject or a CryptoKey (RS*, PS*, ES*, EdDSA). */
+  publicKey?: string | JWK | KeyObject | CryptoKey
+  /** A JWK Set URL, fetched and cached with jose's `createRemoteJWKSet`. */
+  jwksUrl?: string | URL
+  /** Passed through to `createRemoteJWKSet`. */
+  jwks?: { timeoutDuration?: number, cooldownDuration?: number, cacheMaxAge?: number }
+  /** A jose key resolver `(protectedHeader, token) => key`. */
+  getKey?: JWTVerifyGetKey
+}
+
+export const keySourceKeys = ['secret', 'publicKey', 'jwksUrl', 'jwks', 'getKey'] as const
+
+/** A key source ready for `jwtVerify`: the resolver and the algorithms that fit it. */
+export interface KeySource {
+  readonly kind: 'secret' | 'publicKey' | 'jwksUrl' | 'getKey'
+  readonly resolve: JWTVerifyGetKey
+  readonly algorithms: readonly string[]
+}
+
+const hmac = ['HS256', 'HS384', 'HS512']
+const rsa = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512']
+const asymmetric = [...rsa, 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519']
+const curves: Record<string, string> = { prime256v1: 'ES256', secp384r1: 'ES384', secp521r1: 'ES512' }
+
+/**
+ * Imports the one configured key source at registration: keys are parsed and checked here,
+ * never per request. HMAC is never accepted with public keys or a JWK Set.
+ */
+export function createKeySource (options: KeySourceOptions, name: string): KeySource {
+  const given = (['secret', 'publicKey', 'jwksUrl', 'getKey'] as const).filter((key) => options[key] !== undefined)
+  if (given.length !== 1) {
+    throw new InvalidOptionError(`${name} needs exactly one key source (secret, publicKey, jwksUrl or getKey), got ${given.length === 0 ? 'none' : given.join(' and ')}`)
+  }
+  if (options.jwks !== undefined && given[0] !== 'jwksUrl') {
+    throw new InvalidOptionError(`${name}.jwks only applies with jwksUrl`)
+  }
+  switch (given[0]!) {
+    case 'secret': return secretSource(options.secret, name)
+    case 'publicKey': return publicKeySource(options.publicKey, name)
+    case 'jwksUrl': return jwksSource(options.jwksUrl, options.jwks, name)
+    case 'getKey': return getKeySource(options.getKey, name)
+  }
+}
+
+function secretSource (secret: unknown, name: string): KeySource {
+  const bytes = typeof secret === 'string' ? new TextEncoder().encode(secret) : secret
+  if (!(bytes instanceof Uint8Array)) {
+    throw new InvalidOptionError(`${name}.secret must be a string or a Uint8Array, got ${describe(secret)}`)
+  }
+  if (bytes.byteLength < 32) {
+    throw new InvalidOptionError(`${name}.secret is ${bytes.byteLength} bytes; HMAC secrets need at least 32 random bytes (generate one with: openssl rand -base64 32)`)
+  }
+  // One CryptoKey per hash, imported on first use: jose would import a raw secret on every verify.
+  const keys = new Map<string, Promise<CryptoKey>>()
+  return {
+    kind: 'secret',
+    algorithms: hmac,
+    resolve: ({ alg }) => {
+      let key = keys.get(alg)
+      if (key === undefined) {
+        key = webcrypto.subtle.importKey('raw', bytes, { name: 'HMAC', hash: `SHA-${alg.slice(2)}` }, false, ['verify']) as Promise<CryptoKey>
+        keys.set(alg, key)
+      }
+      return key
+    }
+  }
+}
+
+function publicKeySource (publicKey: unknown, name: string): KeySource {
+  let key: KeyObject
+  try {
+    if (typeof publicKey === 'string') key = createPublicKey(publicKey)
+    else if (publicKey instanceof KeyObject) key = publicKey
+    else if (isCryptoKey(publicKey)) key = KeyObject.from(publicKey)
+    else if (typeof publicKey === 'object' && publicKey !== null) key = createPublicKey({ key: publicKey as NodeJsonWebKey, format: 'jwk' })
+    else throw new TypeError('unsupported type')
+  } catch {
+    throw new InvalidOptionError(`${name}.publicKey must be a PEM public key (-----BEGIN PUBLIC KEY-----), a public JWK, a KeyObject or a CryptoKey; it could not be imported from ${describe(publicKey)}`)
+  }
+  if (key.type !== 'public') {
+    throw new InvalidOptionError(`${name}.publicKey is a ${key.type} key; pass the public key (never a secret or private key)`)
+  }
+  const algorithms = algorithmsFor(key)
+  return { kind: 'publicKey', algorithms, resolve: () => key }
+}
+
+function algorithmsFor (key: KeyObject): readonly string[] {
+  switch (key.asymmetricKeyType) {
+    case 'rsa': return rsa
+    case 'rsa-pss': return rsa.filter((alg) => alg.startsWith('PS'))
+    case 'ec': return [curves[key.asymmetricKeyDetails?.namedCurve ?? ''] ?? 'ES256']
+    case 'ed25519': return ['EdDSA', 'Ed25519']
+    default: return ['EdDSA']
+  }
+}
+
+function jwksSource (jwksUrl: unknown, jwks: KeySourceOptions['jwks'], name: string): KeySource {
+  let url: URL
+  try {
+    url = new URL(String(jwksUrl))
+  } catch {
+    throw new InvalidOptionError(`${name}.jwksUrl must be an absolute http(s) URL, got ${describe(jwksUrl)}`)
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new InvalidOptionError(`${name}.jwksUrl must be an http(s) URL, got ${url.protocol}`)
+  }
+  const resolve = createRemoteJWKSet(url, { ...jwks })
+  return { kind: 'jwksUrl', algorithms: asymmetric, resolve }
+}
+
+function getKeySource (getKey: unknown, name: string): KeySource {
+  if (typeof getKey !== 'function') {
+    throw new InvalidOptionError(`${name}.getKey must be a function (protectedHeader, token) => key, got ${describe(getKey)}`)
+  }
+  return { kind: 'getKey', algorithms: asymmetric, resolve: getKey as JWTVerifyGetKey }
+}
+
+/** Checks an explicit `algorithms` allowlist against the key source. */
+export function checkAlgorithms (value: unknown, source: KeySource, name: string): readonly string[] {
+  if (value === undefined) return source.algorithms
+  if (!Array.isArray(value) || value.length === 0 || !value.every((alg) => typeof alg === 'string')) {
+    throw new InvalidOptionError(`${name}.algorithms must be a non-empty array of JWS algorithm names, as in ['ES256']`)
+  }
+  for (const alg of value as string[]) {
+    if (![...hmac, ...asymmetric].includes(alg)) {
+      throw new InvalidOptionError(`${name}.algorithms: "${alg}" is not a supported JWS algorithm (${[...hmac, ...asymmetric].join(', ')})`)
+    }
+    if (source.kind === 'secret' ? !hmac.includes(alg) : (hmac.includes(alg) && source.kind !== 'getKey')) {
+      throw new InvalidOptionError(`${name}.algorithms: "${alg}" does not fit the ${source.kind} key source${hmac.includes(alg) ? ' (HMAC is never accepted with public keys or a JWK Set)' : ''}`)
+    }
+    if (source.kind === 'publicKey' && !source.algorithms.includes(alg)) {
+      throw new InvalidOptionError(`${name}.algorithms: "${alg}" does not fit the public key's type; it fits ${source.algorithms.join(', ')}`)
+    }
+  }
+  return Object.freeze([...value as string[]])
+}
+
+function isCryptoKey (value: unknown): value is CryptoKey {
+  return value instanceof webcrypto.CryptoKey
+}

@@ -1,0 +1,196 @@
+import type { FastifyRequest } from 'fastify'
+import type { JWTPayload, JWTVerifyOptions } from 'jose'
+import { InvalidOptionError } from '../errors.js'
+import { describe } from '../origin.js'
+import { assertKnownKeys, assertPlainObject, optionalBoolean, optionalFunction, optionalInteger } from '../validate.js'
+import { checkAlgorithms, createKeySource, keySourceKeys, type KeySource, type KeySourceOptions } from './keys.js'
+import { VerifiedTokenCache } from './token-cache.js'
+import type { TokenSource, TokenSourceSettings } from './token-sources.js'
+import type { VerifySettings } from './verify.js'
+
+/**
+ * JWT authentication before the upgrade. Exactly one key source (`secret`, `publicKey`,
+ * `jwksUrl` or `getKey`); everything else is optional.
+ */
+export interface WsGuardAuthOptions<User = JWTPayload> extends KeySourceOptions {
+  /** Accepted JWS algorithms. Default: what fits the key; HMAC never with public keys or JWKS. */
+  algorithms?: readonly string[]
+  /** Expected `iss`. */
+  issuer?: string | readonly string[]
+  /** Expected `aud`. */
+  audience?: string | readonly string[]
+  /** Expected `sub`. */
+  subject?: string
+  /** Expected `typ` header, as in `'at+jwt'`. */
+  typ?: string
+  /** Seconds of clock skew tolerated on `exp`, `nbf` and `iat`. Default `5`. */
+  clockTolerance?: number
+  /** Maximum age of the token from its `iat`, in seconds or as `'2h'`. */
+  maxTokenAge?: number | string
+  /** Claims that must be present. `exp` is always required unless `allowMissingExp`. */
+  requiredClaims?: readonly string[]
+  /** Accept tokens without `exp` (they would never expire). Default `false`. */
+  allowMissingExp?: boolean
+  /** Longest token accepted, checked before jose parses it. Default `8192`. */
+  maxTokenLength?: number
+  /** Where tokens are looked for. Default `['header', 'protocol']`. */
+  tokenSources?: ReadonlyArray<Exclude<TokenSource, 'custom'>>
+  /** Cookie holding the token with the `'cookie'` source. Default `'access_token'`. */
+  cookieName?: string
+  /** Query parameter holding the token with the `'query'` source. Default `'access_token'`. */
+  queryParam?: string
+  /** A custom, synchronous token extractor, looked at after `tokenSources`. */
+  getToken?: (request: FastifyRequest) => string | undefined
+  /** `realm` of the `WWW-Authenticate` challenge. Default `'websocket'`. */
+  realm?: string
+  /** Extra authorization after verification; `false` answers 403 insufficient_scope. */
+  authorize?: (user: User, request: FastifyRequest) => boolean | Promise<boolean>
+  /** Revocation check after verification; `true` answers 401 invalid_token. */
+  isRevoked?: (user: User, request: FastifyRequest) => boolean | Promise<boolean>
+  /** The verified-token cache: on by default (`{ max: 10000 }`), `false` to turn it off. */
+  cache?: boolean | { max?: number }
+  /** Close the connection with 4401 `token expired` when `exp` passes. Default `true`. */
+  closeOnExpiry?: boolean
+}
+
+/** Validated authentication settings of one route. */
+export interface AuthSettings {
+  readonly verify: VerifySettings
+  readonly sources: TokenSourceSettings
+  readonly realm: string
+  readonly authorize: WsGuardAuthOptions['authorize']
+  readonly isRevoked: WsGuardAuthOptions['isRevoked']
+  readonly cache: VerifiedTokenCache | undefined
+  readonly clockTolerance: number
+  readonly closeOnExpiry: boolean
+  /** The options these settings came from, to merge route overrides into. */
+  readonly options: Readonly<Record<string, unknown>>
+}
+
+const authKeys = [
+  ...keySourceKeys, 'algorithms', 'issuer', 'audience', 'subject', 'typ', 'clockTolerance', 'maxTokenAge',
+  'requiredClaims', 'allowMissingExp', 'maxTokenLength', 'tokenSources', 'cookieName', 'queryParam', 'getToken',
+  'realm', 'authorize', 'isRevoked', 'cache', 'closeOnExpiry'
+] as const
+const sourceNames: readonly string[] = ['header', 'protocol', 'cookie', 'query']
+const paramShape = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+
+/**
+ * Validates `auth` once. A route's `auth` merges over the plugin's: a route that names its own
+ * key source replaces the plugin's, otherwise the plugin's imported keys are shared.
+ */
+export function normalizeAuth (value: unknown, name: string, inherited: AuthSettings | undefined): AuthSettings | undefined {
+  if (value === undefined || value === false) return undefined
+  assertPlainObject(value, name)
+  assertKnownKeys(value, authKeys, name)
+  const ownKeySource = keySourceKeys.some((key) => value[key] !== undefined)
+  const options: Record<string, unknown> = { ...inherited?.options }
+  if (ownKeySource) for (const key of keySourceKeys) delete options[key]
+  Object.assign(options, value)
+
+  const keys: KeySource = ownKeySource || inherited === undefined
+    ? createKeySource(options as KeySourceOptions, name)
+    : inherited.verify.keys
+  const allowMissingExp = optionalBoolean(options.allowMissingExp, false, `${name}.allowMissingExp`)
+  const requiredClaims = stringList(options.requiredClaims, `${name}.requiredClaims`) ?? []
+  const clockTolerance = optionalInteger(options.clockTolerance, 5, `${name}.clockTolerance`, 0)
+  const jwtOptions: JWTVerifyOptions = {
+    algorithms: [...checkAlgorithms(options.algorithms, keys, name)],
+    requiredClaims: allowMissingExp || requiredClaims.includes('exp') ? [...requiredClaims] : [...requiredClaims, 'exp'],
+    clockTolerance
+  }
+  const issuer = stringOrList(options.issuer, `${name}.issuer`)
+  if (issuer !== undefined) jwtOptions.issuer = issuer
+  const audience = stringOrList(options.audience, `${name}.audience`)
+  if (audience !== undefined) jwtOptions.audience = audience
+  if (options.subject !== undefined) jwtOptions.subject = nonEmptyString(options.subject, `${name}.subject`)
+  if (options.typ !== undefined) jwtOptions.typ = nonEmptyString(options.typ, `${name}.typ`)
+  if (options.maxTokenAge !== undefined) jwtOptions.maxTokenAge = maxTokenAge(options.maxTokenAge, `${name}.maxTokenAge`)
+
+  const sources = normalizeSources(options, name)
+  // A route that shares the plugin's key source and claims checks shares its cache too.
+  const shareCache = inherited !== undefined && !ownKeySource && sameVerification(inherited.options, options)
+  return Object.freeze({
+    verify: Object.freeze({
+      keys,
+      options: Object.freeze(jwtOptions),
+      maxTokenLength: optionalInteger(options.maxTokenLength, 8192, `${name}.maxTokenLength`, 16)
+    }),
+    sources,
+    realm: quotedStringSafe(options.realm ?? 'websocket', `${name}.realm`),
+    authorize: optionalFunction<WsGuardAuthOptions['authorize']>(options.authorize, `${name}.authorize`),
+    isRevoked: optionalFunction<WsGuardAuthOptions['isRevoked']>(options.isRevoked, `${name}.isRevoked`),
+    cache: shareCache ? inherited.cache : normalizeCache(options.cache, `${name}.cache`),
+    clockTolerance,
+    closeOnExpiry: optionalBoolean(options.closeOnExpiry, true, `${name}.closeOnExpiry`),
+    options: Object.freeze(options)
+  })
+}
+
+function normalizeSources (options: Record<string, unknown>, name: string): TokenSourceSettings {
+  const listed = options.tokenSources ?? ['header', 'protocol']
+  if (!Array.isArray(listed) || listed.some((source) => !sourceNames.includes(source))) {
+    throw new InvalidOptionError(`${name}.tokenSources must be an array of ${sourceNames.map((s) => `'${s}'`).join(', ')}, got ${describe(listed)}`)
+  }
+  const getToken = optionalFunction<TokenSourceSettings['getToken']>(options.getToken, `${name}.getToken`)
+  const sources = [...new Set(listed as TokenSource[])]
+  if (getToken !== undefined) sources.push('custom')
+  if (sources.length === 0) {
+    throw new InvalidOptionError(`${name}.tokenSources is empty and there is no getToken: no token could ever be found`)
+  }
+  return Object.freeze({
+    sources: Object.freeze(sources),
+    cookieName: param(options.cookieName, `${name}.cookieName`),
+    queryParam: param(options.queryParam, `${name}.queryParam`),
+    getToken
+  })
+}
+
+function normalizeCache (value: unknown, name: string): VerifiedTokenCache | undefined {
+  if (value === false) return undefined
+  if (value === undefined || value === true) return new VerifiedTokenCache(10_000)
+  assertPlainObject(value, name)
+  assertKnownKeys(value, ['max'], name)
+  return new VerifiedTokenCache(optionalInteger(value.max, 10_000, `${name}.max`))
+}
+
+const verificationKeys = ['cache', 'algorithms', 'issuer', 'audience', 'subject', 'typ', 'clockTolerance', 'maxTokenAge', 'requiredClaims', 'allowMissingExp', 'maxTokenLength']
+function sameVerification (a: Readonly<Record<string, unknown>>, b: Readonly<Record<string, unknown>>): boolean {
+  return verificationKeys.every((key) => a[key] === b[key])
+}
+
+function param (value: unknown, name: string): string {
+  if (value === undefined) return 'access_token'
+  if (typeof value !== 'string' || !paramShape.test(value)) throw new InvalidOptionError(`${name} must be a non-empty name without spaces, got ${describe(value)}`)
+  return value
+}
+
+function nonEmptyString (value: unknown, name: string): string {
+  if (typeof value !== 'string' || value === '') throw new InvalidOptionError(`${name} must be a non-empty string, got ${describe(value)}`)
+  return value
+}
+
+function quotedStringSafe (value: unknown, name: string): string {
+  const text = nonEmptyString(value, name)
+  if (!/^[\x20-\x21\x23-\x5b\x5d-\x7e]+$/.test(text)) throw new InvalidOptionError(`${name} must be printable ASCII without quotes or backslashes, got ${describe(value)}`)
+  return text
+}
+
+function stringOrList (value: unknown, name: string): string | string[] | undefined {
+  if (value === undefined || typeof value === 'string') return value === '' ? nonEmptyString(value, name) : value
+  return stringList(value, name)
+}
+
+function stringList (value: unknown, name: string): string[] | undefined {
+  if (value === undefined) return undefined
+  if (!Array.isArray(value) || !value.every((entry) => typeof entry === 'string' && entry !== '')) {
+    throw new InvalidOptionError(`${name} must be an array of non-empty strings, got ${describe(value)}`)
+  }
+  return [...value]
+}
+
+function maxTokenAge (value: unknown, name: string): number | string {
+  if (typeof value === 'number' && Number.isFinite(value) && value > 0) return value
+  if (typeof value === 'string' && /^\d+(?:\.\d+)? ?(?:s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hr|hrs|hour|hours|d|day|days|w|week|weeks|y|yr|yrs|year|years)$/i.test(value)) return value
+  throw new InvalidOptionError(`${name} must be a number of seconds or a span such as '2h', got ${describe(value)}`)
+}

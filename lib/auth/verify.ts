@@ -1,0 +1,75 @@
+import { jwtVerify, type JWTPayload, type JWTVerifyOptions } from 'jose'
+import {
+  InternalError,
+  InvalidRequestError,
+  KeysUnavailableError,
+  TokenExpiredError,
+  TokenInvalidError,
+  type GuardError
+} from '../errors.js'
+import type { KeySource } from './keys.js'
+
+/** What `jwtVerify` is told, fixed at registration. */
+export interface VerifySettings {
+  readonly keys: KeySource
+  readonly options: Readonly<JWTVerifyOptions>
+  readonly maxTokenLength: number
+}
+
+// Three base64url segments: anything else never reaches jose.
+const jwsShape = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/
+
+/** Cheap checks before jose sees a token: its length, then its shape. */
+export function precheckToken (token: string, settings: VerifySettings): GuardError | undefined {
+  if (token.length > settings.maxTokenLength) return new InvalidRequestError(`the token is longer than ${settings.maxTokenLength} characters`)
+  if (jwsShape.test(token)) return undefined
+  // A JWE has five segments: encrypted tokens are not what this guard verifies.
+  return new TokenInvalidError(token.split('.').length === 5 ? 'encrypted tokens (JWE) are not accepted' : 'malformed token')
+}
+
+/** Verifies signature and claims; resolves with the claims or with the error to answer. */
+export async function verifyToken (token: string, settings: VerifySettings): Promise<JWTPayload | GuardError> {
+  try {
+    const { payload } = await jwtVerify(token, settings.keys.resolve, settings.options)
+    return payload
+  } catch (err) {
+    return mapJoseError(err, settings.keys.kind)
+  }
+}
+
+/**
+ * Maps jose's errors to the guard's by `code` only: jose's messages can quote claim values,
+ * so none of their text is kept.
+ */
+export function mapJoseError (err: unknown, kind: KeySource['kind']): GuardError {
+  const { code, claim, reason } = err as { code?: string, claim?: string, reason?: string }
+  switch (code) {
+    case 'ERR_JWT_EXPIRED':
+      return new TokenExpiredError()
+    case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
+      if (claim === 'nbf') return new TokenInvalidError('the token is not valid yet')
+      if (claim === 'iat') return new TokenInvalidError(reason === 'check_failed' ? 'the token is too old (maxTokenAge)' : 'the "iat" claim is not accepted')
+      return new TokenInvalidError(reason === 'missing' ? `the "${claim}" claim is missing` : `the "${claim}" claim is not accepted`)
+    case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
+      return new TokenInvalidError('signature verification failed')
+    case 'ERR_JOSE_ALG_NOT_ALLOWED':
+      return new TokenInvalidError('the token\'s algorithm is not allowed')
+    case 'ERR_JOSE_NOT_SUPPORTED':
+      return new TokenInvalidError('the token\'s algorithm is not supported')
+    case 'ERR_JWS_INVALID':
+    case 'ERR_JWT_INVALID':
+      return new TokenInvalidError('malformed token')
+    case 'ERR_JWKS_NO_MATCHING_KEY':
+    case 'ERR_JWKS_MULTIPLE_MATCHING_KEYS':
+      return new TokenInvalidError('no key matches the token')
+  }
+  // Anything else is the key source failing (JWKS down, slow, not JSON): fail closed, retry later.
+  if (kind === 'jwksUrl' || kind === 'getKey') return withCause(new KeysUnavailableError(), code)
+  return withCause(new InternalError(), code)
+}
+
+function withCause (error: GuardError, code: string | undefined): GuardError {
+  // Keep the library's code for the log line; never its message.
+  (error as GuardError & { causeCode?: string }).causeCode = code ?? 'unknown'
+  return error
+}
