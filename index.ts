@@ -1,10 +1,12 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
-import type { GuardContext } from './lib/guard.js'
+import { createLifecycle } from './lib/lifecycle.js'
 import { normalizeOptions, type WsGuardOptions, type WsGuardRouteOptions } from './lib/options.js'
+import { wsRefresh } from './lib/refresh.js'
 import { createRouteGuard, declareWebSocketRoute } from './lib/routes.js'
 import { ensureWebSocket } from './lib/websocket.js'
 import type { WsRouteMethod, WsUser } from './lib/types.js'
+import type { WsGuardStats } from './lib/stats.js'
 
 /**
  * Guards every WebSocket route declared in its scope: handshake checks and the Origin
@@ -18,15 +20,13 @@ import type { WsRouteMethod, WsUser } from './lib/types.js'
  */
 const plugin: FastifyPluginAsync<WsGuardOptions> = async function wsGuard (fastify, options) {
   const normalized = normalizeOptions(options)
-  const wss = await ensureWebSocket(fastify, normalized.websocket)
-  const context: GuardContext = {
-    wss,
-    steps: [],
-    onRejected: () => {}
-  }
+  const lifecycle = createLifecycle(fastify, normalized)
+  lifecycle.attach(await ensureWebSocket(fastify, normalized.websocket))
   fastify.decorateRequest('wsUser', null)
+  fastify.decorateRequest('wsRefresh', wsRefresh)
   fastify.decorate('wsRoute', declareWebSocketRoute as unknown as WsRouteMethod)
-  fastify.addHook('onRoute', createRouteGuard(normalized, context))
+  fastify.decorate('wsGuard', { stats: () => lifecycle.stats.snapshot() })
+  fastify.addHook('onRoute', createRouteGuard(normalized, lifecycle.context, lifecycle.tracker))
 }
 
 export const fastifyWsGuard = fp(plugin, { fastify: '5.x', name: 'fastify-ws-guard' })
@@ -39,6 +39,10 @@ export type { WsGuardUserRegistry, WsRouteHandler, WsRouteMethod, WsRouteOptions
 export type { WsGuardAuthOptions } from './lib/auth/options.js'
 export type { TokenSource } from './lib/auth/token-sources.js'
 export { requestSerializer } from './lib/serializers.js'
+export { channels } from './lib/stats.js'
+export type { CloseReason, WsGuardStats } from './lib/stats.js'
+export { MemoryStore } from './lib/limits.js'
+export type { ConnectionStore } from './lib/limits.js'
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -47,10 +51,17 @@ declare module 'fastify' {
      * @fastify/websocket. Per-route guard settings go in `config.wsGuard`.
      */
     wsRoute: WsRouteMethod
+    /** The guard's counters. */
+    wsGuard: { stats: () => WsGuardStats }
   }
   interface FastifyRequest {
     /** The verified token claims on authenticated WebSocket routes; `null` elsewhere. */
     wsUser: WsUser | null
+    /**
+     * On an open, authenticated WebSocket: verifies a fresh token (same `sub`) and moves the
+     * expiry deadline. Rejects, and closes the connection with 4401, when the token is refused.
+     */
+    wsRefresh: (token: string) => Promise<void>
   }
   interface FastifyContextConfig {
     /** Guard settings of this route: overrides of the plugin options, or `false` to opt out. */

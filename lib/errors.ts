@@ -123,6 +123,12 @@ export const KeysUnavailableError = createError(
   503
 )
 
+export const RefreshUnavailableError = createError(
+  'FST_WS_GUARD_REFRESH_UNAVAILABLE',
+  'wsRefresh() is only available on an open WebSocket of an authenticated route',
+  500
+)
+
 // Registration
 export const InvalidOptionError = createError(
   'FST_WS_GUARD_INVALID_OPTION',

@@ -1,7 +1,9 @@
+import type { Duplex } from 'node:stream'
+import { performance } from 'node:perf_hooks'
 import type { FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
 import type { JWTPayload } from 'jose'
 import type { WebSocketServer } from 'ws'
-import { HandshakeTimeoutError, InternalError, OriginNotAllowedError, type GuardError } from './errors.js'
+import { HandshakeTimeoutError, InternalError, OriginNotAllowedError, ShuttingDownError, type GuardError } from './errors.js'
 import { createAuthStep } from './auth/authenticate.js'
 import { checkHandshake } from './handshake.js'
 import type { RouteSettings } from './options.js'
@@ -9,6 +11,7 @@ import { checkOrigin } from './origin.js'
 import { parseOfferedProtocols, selectProtocol } from './protocols.js'
 import { sendCloseRejection, sendHttpRejection, type Rejection } from './reject.js'
 import { kHandshake } from './symbols.js'
+import type { Connection } from './connections.js'
 
 /** What the guard knows about one handshake; kept on the raw request for ws's callbacks. */
 export interface HandshakeState {
@@ -20,6 +23,15 @@ export interface HandshakeState {
   readonly offeredProtocols: readonly string[]
   /** The verified claims, on authenticated routes. */
   user: Readonly<JWTPayload> | null
+  /** The upgrade socket; limits release their counts when it closes. */
+  readonly socket: Duplex
+  /** `performance.now()` when the guard started on this handshake. */
+  readonly startedAt: number
+  /** The plugin instance that guards it (several may share one ws server). */
+  readonly context: GuardContext
+  readonly request: FastifyRequest
+  /** Set once the upgrade completed. */
+  connection: Connection | undefined
 }
 
 /** One check of the chain: `undefined` to go on, a rejection to stop, or a promise of either. */
@@ -27,11 +39,13 @@ export type GuardStep = (request: FastifyRequest, state: HandshakeState) => Reje
 
 /** What every guarded route of one plugin instance shares. */
 export interface GuardContext {
-  readonly wss: WebSocketServer
+  wss: WebSocketServer
   /** Steps every guarded route runs after authentication (limits). */
   readonly steps: readonly GuardStep[]
   /** Called once for every refused handshake, after it was answered. */
   readonly onRejected: (request: FastifyRequest, state: HandshakeState | undefined, error: GuardError) => void
+  /** Set by `app.close()`: new upgrades are refused. */
+  closing: boolean
 }
 
 type RawWithState = FastifyRequest['raw'] & { [kHandshake]?: HandshakeState }
@@ -42,7 +56,7 @@ type RawWithState = FastifyRequest['raw'] & { [kHandshake]?: HandshakeState }
  * verification, authorization, limits). Only then does @fastify/websocket upgrade.
  */
 export function createGuardHook (context: GuardContext, settings: RouteSettings, route: string, servesHttp: boolean): onRequestHookHandler {
-  const chain: GuardStep[] = [checkOriginStep, selectProtocolStep]
+  const chain: GuardStep[] = [checkClosingStep, checkOriginStep, selectProtocolStep]
   if (settings.auth !== undefined) chain.push(createAuthStep(settings.auth))
   chain.push(...context.steps)
 
@@ -56,7 +70,18 @@ export function createGuardHook (context: GuardContext, settings: RouteSettings,
       recordRejection(context, request, undefined, offered)
       return
     }
-    const state: HandshakeState = { settings, route, protocol: false, offeredProtocols: offered, user: null }
+    const state: HandshakeState = {
+      settings,
+      route,
+      protocol: false,
+      offeredProtocols: offered,
+      user: null,
+      socket: reply.raw.socket as Duplex,
+      startedAt: performance.now(),
+      context,
+      request,
+      connection: undefined
+    }
     ;(request.raw as RawWithState)[kHandshake] = state
     new HandshakeRun(context, chain, request, reply, state, done).next(0)
   }
@@ -94,7 +119,7 @@ class HandshakeRun {
 
   wait (pending: Promise<Rejection | undefined>, resumeAt: number): void {
     this.#timer ??= setTimeout(() => {
-      this.reject({ error: new HandshakeTimeoutError(), headers: retryAfter })
+      this.reject({ error: new HandshakeTimeoutError() })
     }, this.state.settings.handshakeTimeout)
     pending.then((result) => {
       if (this.#settled) return
@@ -132,7 +157,9 @@ class HandshakeRun {
   }
 }
 
-const retryAfter = Object.freeze({ 'retry-after': '5' })
+function checkClosingStep (_request: FastifyRequest, state: HandshakeState): Rejection | undefined {
+  return state.context.closing ? { error: new ShuttingDownError() } : undefined
+}
 
 function checkOriginStep (request: FastifyRequest, state: HandshakeState): Rejection | undefined | Promise<Rejection | undefined> {
   const verdict = checkOrigin(request, state.settings.origin)

@@ -1,6 +1,7 @@
 import type { ServerOptions } from 'ws'
 import { normalizeAuth, type AuthSettings, type WsGuardAuthOptions } from './auth/options.js'
 import { InvalidOptionError } from './errors.js'
+import { MemoryStore, type ConnectionStore } from './limits.js'
 import { compileOrigins, describe, type OriginOption, type OriginSettings } from './origin.js'
 import {
   assertKnownKeys,
@@ -40,6 +41,21 @@ export interface WsGuardRouteOptions {
    * `auth` merges over the plugin's.
    */
   auth?: WsGuardAuthOptions | false
+  /**
+   * Pings and read deadline, or `false`. Every inbound frame moves the read deadline; a peer
+   * silent past it is terminated. Default `{ pingInterval: 30000, readDeadline: 45000 }`:
+   * below the 60 s idle timeouts of nginx and common load balancers.
+   */
+  heartbeat?: { pingInterval?: number, readDeadline?: number } | false
+  /**
+   * A connection whose outgoing buffer stays non-empty without draining for this many ms is
+   * terminated (slow consumer), or `false`. Default `30000`.
+   */
+  writeDeadline?: number | false
+  /** A connection whose outgoing buffer grows past this many bytes is terminated. Default 8 MiB. */
+  maxBufferedBytes?: number
+  /** Open connections per user (`sub` claim) on authenticated routes; over it: 429 or 4429. */
+  maxConnectionsPerUser?: number
 }
 
 /** Options of `app.register(wsGuard, options)`. */
@@ -50,6 +66,12 @@ export interface WsGuardOptions extends WsGuardRouteOptions {
    * `maxFragments` 1024, `maxBufferedChunks` 16384.
    */
   websocket?: Omit<ServerOptions, 'noServer' | 'server' | 'port' | 'host' | 'path'>
+  /** Open guarded connections per plugin instance (the process); over it: 503 or 1013. */
+  maxConnections?: number
+  /** Where connections are counted for the limits. Default: in memory. */
+  store?: ConnectionStore
+  /** On `app.close()`, ms to wait for clients to answer the 1001 close before terminating them. Default `10000`. */
+  shutdownGrace?: number
 }
 
 /** The validated, defaulted settings of one guarded route. */
@@ -60,6 +82,10 @@ export interface RouteSettings {
   readonly handshakeTimeout: number
   readonly protocols: readonly string[]
   readonly auth: AuthSettings | undefined
+  readonly heartbeat: { readonly pingInterval: number, readonly readDeadline: number } | undefined
+  readonly writeDeadline: number | undefined
+  readonly maxBufferedBytes: number
+  readonly maxConnectionsPerUser: number | undefined
 }
 
 export const defaultWebSocketOptions = Object.freeze({
@@ -69,8 +95,11 @@ export const defaultWebSocketOptions = Object.freeze({
   maxBufferedChunks: 16 * 1024
 })
 
-const routeKeys = ['origins', 'allowMissingOrigin', 'originReportOnly', 'rejectWith', 'handshakeTimeout', 'protocols', 'auth'] as const
-const pluginOnlyKeys = ['websocket'] as const
+const routeKeys = [
+  'origins', 'allowMissingOrigin', 'originReportOnly', 'rejectWith', 'handshakeTimeout', 'protocols', 'auth',
+  'heartbeat', 'writeDeadline', 'maxBufferedBytes', 'maxConnectionsPerUser'
+] as const
+const pluginOnlyKeys = ['websocket', 'maxConnections', 'store', 'shutdownGrace'] as const
 const pluginKeys = [...routeKeys, ...pluginOnlyKeys]
 
 // RFC 7230 token characters: what a subprotocol name may contain.
@@ -78,6 +107,9 @@ const tokenShape = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 
 export interface NormalizedOptions {
   readonly websocket: ServerOptions
+  readonly maxConnections: number | undefined
+  readonly store: ConnectionStore
+  readonly shutdownGrace: number
   /** The user's route-level options, kept to merge with each route's overrides. */
   readonly routeDefaults: Readonly<WsGuardRouteOptions>
   readonly route: RouteSettings
@@ -95,6 +127,9 @@ export function normalizeOptions (options: unknown): NormalizedOptions {
   }
   return Object.freeze({
     websocket: { ...defaultWebSocketOptions, ...(opts.websocket as ServerOptions | undefined) },
+    maxConnections: opts.maxConnections === undefined ? undefined : optionalInteger(opts.maxConnections, 0, 'maxConnections'),
+    store: normalizeStore(opts.store),
+    shutdownGrace: optionalInteger(opts.shutdownGrace, 10_000, 'shutdownGrace', 0),
     routeDefaults: Object.freeze(routeDefaults),
     route: normalizeRouteOptions(routeDefaults, 'options', normalizeAuth(routeDefaults.auth, 'options.auth', undefined))
   })
@@ -131,8 +166,36 @@ function normalizeRouteOptions (opts: Record<string, unknown>, name: string, aut
     rejectWith: optionalOneOf(opts.rejectWith, ['http', 'close'], 'http', `${name}.rejectWith`),
     handshakeTimeout: optionalInteger(opts.handshakeTimeout, 10_000, `${name}.handshakeTimeout`),
     protocols: normalizeProtocols(opts.protocols, `${name}.protocols`),
-    auth
+    auth,
+    heartbeat: normalizeHeartbeat(opts.heartbeat, `${name}.heartbeat`),
+    writeDeadline: opts.writeDeadline === false ? undefined : optionalInteger(opts.writeDeadline, 30_000, `${name}.writeDeadline`),
+    maxBufferedBytes: optionalInteger(opts.maxBufferedBytes, 8 * 1024 * 1024, `${name}.maxBufferedBytes`),
+    maxConnectionsPerUser: opts.maxConnectionsPerUser === undefined ? undefined : optionalInteger(opts.maxConnectionsPerUser, 0, `${name}.maxConnectionsPerUser`)
   })
+}
+
+function normalizeHeartbeat (value: unknown, name: string): RouteSettings['heartbeat'] {
+  if (value === false) return undefined
+  if (value !== undefined) {
+    assertPlainObject(value, name)
+    assertKnownKeys(value, ['pingInterval', 'readDeadline'], name)
+  }
+  const options = (value ?? {}) as Record<string, unknown>
+  const pingInterval = optionalInteger(options.pingInterval, 30_000, `${name}.pingInterval`)
+  const readDeadline = optionalInteger(options.readDeadline, Math.ceil(pingInterval * 1.5), `${name}.readDeadline`)
+  if (readDeadline <= pingInterval) {
+    throw new InvalidOptionError(`${name}.readDeadline (${readDeadline}) must be longer than pingInterval (${pingInterval}): a healthy peer answers a ping within the deadline, for example readDeadline: ${Math.ceil(pingInterval * 1.5)}`)
+  }
+  return Object.freeze({ pingInterval, readDeadline })
+}
+
+function normalizeStore (value: unknown): ConnectionStore {
+  if (value === undefined) return new MemoryStore()
+  assertPlainObject(value, 'store')
+  if (typeof value.acquire !== 'function' || typeof value.release !== 'function') {
+    throw new InvalidOptionError('store must have acquire(key, limit) and release(key) methods')
+  }
+  return value as unknown as ConnectionStore
 }
 
 function normalizeProtocols (value: unknown, name: string): readonly string[] {

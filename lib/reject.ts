@@ -40,6 +40,8 @@ export function sendHttpRejection (reply: FastifyReply, rejection: Rejection): v
   const status = error.statusCode
   reply.code(status)
   reply.header('connection', status === 426 ? 'upgrade, close' : 'close')
+  // Capacity and timing refusals are temporary: say when to come back.
+  if (status === 503 || status === 429) reply.header('retry-after', '5')
   if (headers !== undefined) reply.headers(headers)
   reply.type('application/json; charset=utf-8')
   reply.send(JSON.stringify({ statusCode: status, code: error.code, error: STATUS_CODES[status], message: error.message }))

@@ -1,4 +1,5 @@
 import type { FastifyInstance, onRequestHookHandler, RouteOptions } from 'fastify'
+import type { ConnectionTracker } from './connections.js'
 import { InvalidOptionError, NotWebSocketRouteError } from './errors.js'
 import { createGuardHook, recordRejection, type GuardContext } from './guard.js'
 import { resolveRouteSettings, type NormalizedOptions } from './options.js'
@@ -8,7 +9,7 @@ import { sendHttpRejection } from './reject.js'
  * The `onRoute` hook that guards every route declared in the plugin's scope: WebSocket routes
  * get the guard chain, plain routes get a clear refusal of upgrade requests.
  */
-export function createRouteGuard (options: NormalizedOptions, context: GuardContext) {
+export function createRouteGuard (options: NormalizedOptions, context: GuardContext, tracker: ConnectionTracker) {
   return function onRoute (routeOptions: RouteOptions): void {
     const overrides = routeOptions.config?.wsGuard
     if (overrides === false) return
@@ -25,6 +26,7 @@ export function createRouteGuard (options: NormalizedOptions, context: GuardCont
     // A HEAD route (including the one Fastify adds for a GET) can never be upgraded.
     if (methods.every((method) => method === 'HEAD')) return
     const settings = resolveRouteSettings(options, overrides, name)
+    tracker.noteIntervals(settings)
     // A wsHandler route also serves plain HTTP through its handler.
     const servesHttp = routeOptions.websocket !== true
     prependOnRequest(routeOptions, createGuardHook(context, settings, routeOptions.url, servesHttp))

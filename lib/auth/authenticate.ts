@@ -73,7 +73,7 @@ const errorAttributes: Record<string, string> = {
 
 /** The rejection and its RFC 6750 `WWW-Authenticate` challenge. */
 export function challenge (auth: AuthSettings, error: GuardError): Rejection {
-  if (error.statusCode >= 500) return { error, headers: { 'retry-after': '5' } }
+  if (error.statusCode >= 500) return { error }
   let value = `Bearer realm="${auth.realm}"`
   // RFC 6750 §3.1: a request without any token gets no error attribute.
   if (error.code !== 'FST_WS_GUARD_TOKEN_MISSING') {

@@ -1,0 +1,238 @@
+import { performance } from 'node:perf_hooks'
+import type { FastifyRequest } from 'fastify'
+import WebSocket from 'ws'
+import type { HandshakeState } from './guard.js'
+import type { RouteSettings } from './options.js'
+import { closedChannel, type CloseReason, type StatsCounter } from './stats.js'
+import { TimerWheel, type WheelEntry } from './timer-wheel.js'
+
+const kConnection = Symbol('fastify-ws-guard.connection')
+const originalSend = WebSocket.prototype.send
+
+type GuardedSocket = WebSocket & { [kConnection]?: Connection, _socket?: { bytesWritten: number, writableLength: number } }
+
+/** One accepted, guarded connection: its deadlines and why it ended. Kept small: 10k+ live at once. */
+export class Connection implements WheelEntry {
+  due = 0
+  slot = -1
+  /** Last time any frame arrived (wheel clock). */
+  lastSeen: number
+  nextPing: number
+  /** When the outgoing buffer was last seen stuck (0: empty or draining), and how far it had flushed. */
+  stuckSince = 0
+  flushedMark = 0
+  /** Epoch ms at which the token expires (with the clock tolerance); Infinity without one. */
+  expiresAt = Infinity
+  closeReason: CloseReason | undefined
+  sawError = false
+
+  constructor (
+    readonly tracker: ConnectionTracker,
+    readonly socket: GuardedSocket,
+    readonly state: HandshakeState,
+    readonly request: FastifyRequest,
+    readonly openedAt: number,
+    now: number
+  ) {
+    this.lastSeen = now
+    this.nextPing = Infinity
+  }
+
+  /** Ends the connection with a close frame, recording why. */
+  close (reason: CloseReason, code: number, text: string): void {
+    this.closeReason ??= reason
+    this.socket.close(code, text)
+  }
+
+  /** Ends the connection at once: the peer is dead or not reading, a close handshake would hang. */
+  terminate (reason: CloseReason): void {
+    this.closeReason ??= reason
+    this.socket.terminate()
+  }
+}
+
+/**
+ * Keeps every guarded connection honest with one shared timer wheel per plugin instance:
+ * pings and read deadlines, write deadlines, token expiry; counts and reports how each ended.
+ */
+export class ConnectionTracker {
+  readonly open = new Set<Connection>()
+  readonly #stats: StatsCounter
+  #wheel: TimerWheel<Connection> | undefined
+  /** The shortest interval any route uses, to size the wheel's tick. */
+  #shortestInterval = Infinity
+  #drained: (() => void) | undefined
+
+  constructor (stats: StatsCounter) {
+    this.#stats = stats
+  }
+
+  get wheel (): TimerWheel<Connection> {
+    // Sixteen ticks per shortest interval spreads pings well; 5 ms to 250 ms keeps it sane.
+    this.#wheel ??= new TimerWheel(Math.min(250, Math.max(5, Math.floor(this.#shortestInterval / 16))), 4096, (connection, now) => this.#visit(connection, now))
+    return this.#wheel
+  }
+
+  /** Called for each guarded route at declaration: the wheel ticks fast enough for the shortest interval. */
+  noteIntervals (settings: RouteSettings): void {
+    const { heartbeat, writeDeadline } = settings
+    this.#shortestInterval = Math.min(this.#shortestInterval, heartbeat?.pingInterval ?? Infinity, writeDeadline ?? Infinity)
+  }
+
+  track (socket: WebSocket, state: HandshakeState, request: FastifyRequest): Connection {
+    const now = Date.now()
+    const connection = new Connection(this, socket, state, request, performance.now(), now)
+    const guarded = socket as GuardedSocket
+    guarded[kConnection] = connection
+    this.open.add(connection)
+    this.#stats.open++
+    this.#stats.accepted++
+    const { settings } = state
+    socket.on('close', onClose)
+    socket.on('error', onError)
+    if (settings.heartbeat !== undefined) {
+      socket.on('message', onFrame)
+      socket.on('ping', onFrame)
+      socket.on('pong', onFrame)
+      // The first ping lands anywhere in the interval, so a burst of connections does not
+      // ping in one tick forever after.
+      connection.nextPing = now + Math.ceil(Math.random() * settings.heartbeat.pingInterval)
+    }
+    guarded.send = guardedSend as WebSocket['send']
+    this.setExpiry(connection, state.user?.exp)
+    return connection
+  }
+
+  /** Moves the token-expiry deadline (after a refresh, too). */
+  setExpiry (connection: Connection, exp: unknown): void {
+    const auth = connection.state.settings.auth
+    connection.expiresAt = auth?.closeOnExpiry === true && typeof exp === 'number'
+      ? (exp + auth.clockTolerance) * 1000
+      : Infinity
+    this.#reschedule(connection, Date.now())
+  }
+
+  /** Closes every connection with 1001 and resolves once all are gone, terminating stragglers after `grace` ms. */
+  async shutdown (grace: number): Promise<void> {
+    if (this.open.size === 0) return
+    const drained = new Promise<void>((resolve) => { this.#drained = resolve })
+    for (const connection of this.open) connection.close('shutdown', 1001, 'server shutting down')
+    const timer = setTimeout(() => {
+      for (const connection of this.open) connection.terminate('shutdown')
+    }, grace)
+    await drained
+    clearTimeout(timer)
+  }
+
+  #visit (connection: Connection, now: number): void {
+    if (connection.socket.readyState !== WebSocket.OPEN) return
+    const { heartbeat, writeDeadline, maxBufferedBytes } = connection.state.settings
+    if (heartbeat !== undefined && now - connection.lastSeen >= heartbeat.readDeadline) {
+      return connection.terminate('heartbeatTimeout')
+    }
+    if (checkWrites(connection, now, writeDeadline, maxBufferedBytes)) return
+    if (now >= connection.expiresAt) {
+      return connection.close('tokenExpired', 4401, 'token expired')
+    }
+    if (heartbeat !== undefined && now >= connection.nextPing) {
+      connection.socket.ping()
+      connection.nextPing = now + heartbeat.pingInterval
+    }
+    this.#reschedule(connection, now)
+  }
+
+  #reschedule (connection: Connection, now: number): void {
+    const { heartbeat, writeDeadline } = connection.state.settings
+    let due = connection.expiresAt
+    if (heartbeat !== undefined) due = Math.min(due, connection.nextPing, connection.lastSeen + heartbeat.readDeadline)
+    if (writeDeadline !== undefined && connection.stuckSince !== 0) due = Math.min(due, connection.stuckSince + writeDeadline)
+    if (due === Infinity) this.wheel.remove(connection)
+    else this.wheel.schedule(connection, Math.max(due, now))
+  }
+
+  /** After a send: a buffer over the limit ends the connection; a buffer that fills starts the write deadline. */
+  afterSend (connection: Connection): void {
+    const socket = connection.socket
+    const buffered = socket.bufferedAmount
+    if (buffered === 0) return
+    const { maxBufferedBytes, writeDeadline } = connection.state.settings
+    if (buffered > maxBufferedBytes) return connection.terminate('limit')
+    if (writeDeadline === undefined || connection.stuckSince !== 0) return
+    connection.stuckSince = this.wheel.now
+    connection.flushedMark = flushed(socket)
+    const deadline = connection.stuckSince + writeDeadline
+    if (connection.slot === -1 || connection.due > deadline) this.wheel.schedule(connection, deadline)
+  }
+
+  closed (connection: Connection, code: number): void {
+    this.wheel.remove(connection)
+    this.open.delete(connection)
+    this.#stats.open--
+    const reason = connection.closeReason ?? (connection.sawError ? 'error' : 'normal')
+    this.#stats.closed[reason]++
+    if (closedChannel.hasSubscribers) {
+      const { request, state } = connection
+      closedChannel.publish({
+        requestId: request.id,
+        route: state.route,
+        reason,
+        code,
+        sub: state.user?.sub,
+        durationMs: performance.now() - connection.openedAt
+      })
+    }
+    if (this.open.size === 0 && this.#drained !== undefined) this.#drained()
+  }
+}
+
+/** Returns true when it ended the connection. */
+function checkWrites (connection: Connection, now: number, writeDeadline: number | undefined, maxBufferedBytes: number): boolean {
+  const socket = connection.socket
+  const buffered = socket.bufferedAmount
+  if (buffered > maxBufferedBytes) {
+    connection.terminate('limit')
+    return true
+  }
+  if (buffered === 0 || writeDeadline === undefined) {
+    connection.stuckSince = 0
+    return false
+  }
+  const mark = flushed(socket)
+  if (connection.stuckSince === 0 || mark > connection.flushedMark) {
+    // Still draining, if slowly: the deadline starts again from here.
+    connection.stuckSince = now
+    connection.flushedMark = mark
+    return false
+  }
+  if (now - connection.stuckSince >= writeDeadline) {
+    connection.terminate('writeDeadline')
+    return true
+  }
+  return false
+}
+
+/** Bytes the socket has handed to the kernel so far. */
+function flushed (socket: GuardedSocket): number {
+  const raw = socket._socket
+  return raw === undefined ? 0 : raw.bytesWritten - raw.writableLength
+}
+
+// Shared listeners (`this` is the socket): no closure per connection.
+function onClose (this: GuardedSocket, code: number): void {
+  const connection = this[kConnection]!
+  connection.tracker.closed(connection, code)
+}
+
+function onError (this: GuardedSocket): void {
+  this[kConnection]!.sawError = true
+}
+
+function onFrame (this: GuardedSocket): void {
+  const connection = this[kConnection]!
+  connection.lastSeen = connection.tracker.wheel.now
+}
+
+function guardedSend (this: GuardedSocket, ...args: unknown[]): void {
+  (originalSend as (...args: unknown[]) => void).apply(this, args)
+  this[kConnection]!.tracker.afterSend(this[kConnection]!)
+}

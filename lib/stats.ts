@@ -1,0 +1,49 @@
+import { channel } from 'node:diagnostics_channel'
+
+/** Why a guarded connection ended. */
+export type CloseReason = 'normal' | 'heartbeatTimeout' | 'writeDeadline' | 'tokenExpired' | 'shutdown' | 'limit' | 'error'
+
+/** What `app.wsGuard.stats()` returns. */
+export interface WsGuardStats {
+  /** Guarded connections open now. */
+  open: number
+  /** Upgrades the guard let through since start. */
+  accepted: number
+  /** Refused handshakes, by error code. */
+  rejected: Record<string, number>
+  /** Ended connections, by reason. */
+  closed: Record<CloseReason, number>
+}
+
+/**
+ * `diagnostics_channel` names the guard publishes on. Messages carry the request id, the
+ * route pattern, codes or reasons, the user's `sub` where known and durations; never a token.
+ */
+export const channels = Object.freeze({
+  /** `{ requestId, route, protocol, sub, handshakeMs }` */
+  accepted: 'fastify-ws-guard:accepted',
+  /** `{ requestId, route, code, statusCode, sub, handshakeMs }` */
+  rejected: 'fastify-ws-guard:rejected',
+  /** `{ requestId, route, reason, code, sub, durationMs }` */
+  closed: 'fastify-ws-guard:closed'
+})
+
+export const acceptedChannel = channel(channels.accepted)
+export const rejectedChannel = channel(channels.rejected)
+export const closedChannel = channel(channels.closed)
+
+/** Counters of one plugin instance. */
+export class StatsCounter {
+  open = 0
+  accepted = 0
+  readonly rejected: Record<string, number> = {}
+  readonly closed: Record<CloseReason, number> = { normal: 0, heartbeatTimeout: 0, writeDeadline: 0, tokenExpired: 0, shutdown: 0, limit: 0, error: 0 }
+
+  countRejection (code: string): void {
+    this.rejected[code] = (this.rejected[code] ?? 0) + 1
+  }
+
+  snapshot (): WsGuardStats {
+    return { open: this.open, accepted: this.accepted, rejected: { ...this.rejected }, closed: { ...this.closed } }
+  }
+}

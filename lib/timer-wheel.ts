@@ -1,0 +1,94 @@
+/** Something the wheel calls back at (or shortly after) its `due` time. */
+export interface WheelEntry {
+  /** Epoch ms at which the entry is due. */
+  due: number
+  /** Index of the slot holding the entry; -1 when not scheduled. */
+  slot: number
+}
+
+/**
+ * A hashed timer wheel: one interval timer for any number of entries, instead of a timer
+ * per connection. Each tick visits one slot, so entries due at different times are handled
+ * on different ticks and work spreads over the interval. An entry is called back within one
+ * tick after its due time; it reschedules itself from the callback if it needs to.
+ */
+export class TimerWheel<T extends WheelEntry> {
+  readonly tickMs: number
+  readonly #slots: Array<Set<T> | undefined>
+  readonly #onDue: (entry: T, now: number) => void
+  #timer: NodeJS.Timeout | undefined
+  #lastTick: number
+  #size = 0
+  /** A clock updated on every tick: cheap enough to read on every frame. */
+  now: number
+
+  constructor (tickMs: number, slotCount: number, onDue: (entry: T, now: number) => void) {
+    this.tickMs = tickMs
+    this.#slots = new Array(slotCount)
+    this.#onDue = onDue
+    this.now = Date.now()
+    this.#lastTick = Math.floor(this.now / tickMs)
+  }
+
+  get size (): number {
+    return this.#size
+  }
+
+  schedule (entry: T, due: number): void {
+    if (entry.slot !== -1) this.#slots[entry.slot]!.delete(entry)
+    else this.#size++
+    entry.due = due
+    // The first tick at or after `due`, and never one already processed.
+    const tick = Math.max(Math.ceil(due / this.tickMs), this.#lastTick + 1)
+    const slot = tick % this.#slots.length
+    let bucket = this.#slots[slot]
+    if (bucket === undefined) {
+      bucket = new Set()
+      this.#slots[slot] = bucket
+    }
+    bucket.add(entry)
+    entry.slot = slot
+    if (this.#timer === undefined) this.#start()
+  }
+
+  remove (entry: T): void {
+    if (entry.slot === -1) return
+    this.#slots[entry.slot]!.delete(entry)
+    entry.slot = -1
+    if (--this.#size === 0) this.#stop()
+  }
+
+  #start (): void {
+    this.now = Date.now()
+    this.#lastTick = Math.floor(this.now / this.tickMs)
+    this.#timer = setInterval(() => this.#advance(), this.tickMs)
+    // The wheel never keeps the process alive by itself.
+    this.#timer.unref()
+  }
+
+  #stop (): void {
+    clearInterval(this.#timer)
+    this.#timer = undefined
+  }
+
+  #advance (): void {
+    this.now = Date.now()
+    const current = Math.floor(this.now / this.tickMs)
+    // After an event-loop stall, catch up on every skipped slot (at most one rotation).
+    const from = Math.max(this.#lastTick + 1, current - this.#slots.length + 1)
+    this.#lastTick = current
+    for (let tick = from; tick <= current; tick++) {
+      const bucket = this.#slots[tick % this.#slots.length]
+      if (bucket === undefined) continue
+      for (const entry of bucket) {
+        // Entries of a later rotation wait for their turn.
+        if (entry.due > this.now) continue
+        bucket.delete(entry)
+        entry.slot = -1
+        this.#size--
+        this.#onDue(entry, this.now)
+      }
+    }
+    if (this.#size === 0) this.#stop()
+  }
+}
