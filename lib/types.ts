@@ -12,7 +12,6 @@ import type { WebSocket } from 'ws'
  * }
  * ```
  */
-// eslint-disable-next-line @typescript-eslint/no-empty-object-type
 export interface WsGuardUserRegistry {}
 
 /** The verified claims: the registry's `user` when declared, jose's `JWTPayload` otherwise. */
