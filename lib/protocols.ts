@@ -48,7 +48,7 @@ export function installProtocolSelection (wss: WebSocketServer): void {
   wss.options.handleProtocols = (protocols: Set<string>, request: IncomingMessage): string | false => {
     const state = (request as GuardedIncomingMessage)[kHandshake]
     if (state !== undefined) return state.protocol
-    if (original !== undefined) return original(protocols, request)
+    if (typeof original === 'function') return original(protocols, request)
     // A route outside the guard: ws's default, the first offered, but never a token.
     for (const protocol of protocols) {
       if (!protocol.startsWith(bearerPrefix)) return protocol
