@@ -139,3 +139,160 @@ export async function nextMessage (socket: WebSocket): Promise<string> {
   const [data] = await once(socket, 'message')
   return String(data)
 }
+
+/** The lines the guard itself wrote: those with a `wsGuard` key. */
+export function guardLines (logs: LogCapture): Array<Record<string, unknown> & { wsGuard: Record<string, unknown> }> {
+  return logs.lines.filter((line): line is Record<string, unknown> & { wsGuard: Record<string, unknown> } =>
+    typeof line.wsGuard === 'object' && line.wsGuard !== null)
+}
+
+/** The JSON body every guard refusal carries. */
+export interface RefusalBody {
+  statusCode: number
+  code: string
+  error: string
+  message: string
+}
+
+/**
+ * Asserts a guard refusal, from a raw exchange or a ws client outcome: the status, `Connection: close`,
+ * a JSON body `{ statusCode, code, error, message }` with exactly those keys. Returns the body.
+ */
+export function assertRefusal (t: Test, response: RawResponse | Outcome | { kind: 'timeout' }, status: number, code: string): RefusalBody {
+  if ('kind' in response && response.kind !== 'refused') {
+    t.fail(`expected an HTTP refusal, got ${JSON.stringify(response.kind === 'open' ? { kind: 'open', protocol: response.protocol } : response)}`)
+    if (response.kind === 'open') response.socket.terminate()
+    return { statusCode: 0, code: '', error: '', message: '' }
+  }
+  const { status: actual, headers, body } = response as { status: number, headers: Record<string, unknown>, body: string }
+  t.equal(actual, status, 'status')
+  t.match(String(headers.connection), /\bclose\b/i, 'Connection: close')
+  t.match(String(headers['content-type']), /^application\/json/, 'JSON body')
+  let parsed: RefusalBody
+  try {
+    parsed = JSON.parse(body)
+  } catch {
+    t.fail(`body is not JSON: ${body}`)
+    return { statusCode: 0, code: '', error: '', message: '' }
+  }
+  t.same(Object.keys(parsed).sort(), ['code', 'error', 'message', 'statusCode'], 'body keys')
+  t.equal(parsed.statusCode, status, 'body.statusCode')
+  t.equal(parsed.code, code, 'body.code')
+  t.equal(typeof parsed.error, 'string', 'body.error')
+  t.equal(typeof parsed.message, 'string', 'body.message')
+  return parsed
+}
+
+/**
+ * Sends raw bytes and reads until `complete(received)` is true, the server closes, or `ms`
+ * passed; then destroys the socket. For exchanges the server does not end itself.
+ */
+export async function rawRead (port: number, request: string, complete: (received: Buffer) => boolean, ms = 1000): Promise<Buffer> {
+  const socket = tcpConnect({ port, host: '127.0.0.1' })
+  const chunks: Buffer[] = []
+  const timer = setTimeout(() => socket.destroy(), ms)
+  try {
+    await once(socket, 'connect')
+    socket.write(request)
+    while (!complete(Buffer.concat(chunks))) {
+      const [chunk] = await Promise.race([once(socket, 'data'), once(socket, 'close')]) as [Buffer | boolean]
+      if (!Buffer.isBuffer(chunk)) break
+      chunks.push(chunk)
+    }
+  } finally {
+    clearTimeout(timer)
+    socket.destroy()
+  }
+  return Buffer.concat(chunks)
+}
+
+/**
+ * Sends a raw request and reads only the response head: for handshakes that are accepted and
+ * stay open. Gives up after `ms` with status 0, so a server that never answers fails the test.
+ */
+export async function rawHead (port: number, request: string, ms = 1000): Promise<{ status: number, headers: Record<string, string>, rest: Buffer }> {
+  const received = await rawRead(port, request, (bytes) => bytes.includes('\r\n\r\n'), ms)
+  const end = received.indexOf('\r\n\r\n')
+  if (end === -1) return { status: 0, headers: {}, rest: Buffer.alloc(0) }
+  const [statusLine = '', ...headerLines] = received.subarray(0, end).toString('latin1').split('\r\n')
+  const headers: Record<string, string> = {}
+  for (const line of headerLines) {
+    const colon = line.indexOf(':')
+    headers[line.slice(0, colon).toLowerCase()] = line.slice(colon + 1).trim()
+  }
+  return { status: Number(statusLine.split(' ')[1]), headers, rest: received.subarray(end + 4) }
+}
+
+/**
+ * `tryConnect` bounded in time: when nothing happened after `ms`, terminates the client and
+ * reports `{ kind: 'timeout' }`, so a hanging server fails the test instead of stalling it.
+ */
+export async function tryConnectWithin (ms: number, url: string, protocols: string | string[] = [], options: ClientOptions = {}): Promise<Outcome | { kind: 'timeout' }> {
+  let timer: NodeJS.Timeout | undefined
+  const clients: WebSocket[] = []
+  const timeout = new Promise<{ kind: 'timeout' }>((resolve) => {
+    timer = setTimeout(() => {
+      for (const client of clients) client.terminate()
+      resolve({ kind: 'timeout' })
+    }, ms)
+  })
+  const outcome = tryConnect(url, protocols, { ...options, finishRequest: (request, client) => { clients.push(client); request.end() } })
+  try {
+    return await Promise.race([outcome, timeout])
+  } finally {
+    clearTimeout(timer)
+  }
+}
+
+/** A promise with its resolve function, for async origin functions the test settles. */
+export function deferred<T> (): { promise: Promise<T>, resolve: (value: T) => void } {
+  let resolve!: (value: T) => void
+  const promise = new Promise<T>((_resolve) => { resolve = _resolve })
+  return { promise, resolve }
+}
+
+/** How many TCP connections the app's server still holds (upgraded ones included). */
+export async function openConnections (app: FastifyInstance): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    app.server.getConnections((err, count) => err ? reject(err) : resolve(count))
+  })
+}
+
+/** Waits for a socket's close event and returns its code and reason. */
+export async function closeOf (socket: WebSocket): Promise<{ code: number, reason: string }> {
+  if (socket.readyState === WebSocket.CLOSED) throw new Error('the socket is already closed')
+  const [code, reason] = await once(socket, 'close') as [number, Buffer]
+  return { code, reason: reason.toString() }
+}
+
+/**
+ * `startApp` for tests that may leave a connection hanging (a bug they demonstrate): the
+ * teardown gives `app.close()` at most `ms`, so one hanging test cannot stall the file.
+ */
+export async function startAppClosingWithin (t: Test, ms: number, setup: (app: FastifyInstance) => void | Promise<void>, options: FastifyServerOptions = {}): Promise<StartedApp> {
+  const logs = new LogCapture()
+  const app = Fastify({ logger: { level: 'info', stream: logs }, ...options })
+  const sockets = new Set<ReturnType<typeof tcpConnect>>()
+  t.teardown(async () => {
+    let timer: NodeJS.Timeout | undefined
+    const closed = await Promise.race([
+      app.close().then(() => true),
+      new Promise<false>((resolve) => { timer = setTimeout(resolve, ms, false) })
+    ])
+    clearTimeout(timer)
+    if (!closed) {
+      // Whatever held the server open: end it, so the process can go on to the next test.
+      for (const socket of sockets) socket.destroy()
+      t.fail(`app.close() did not finish within ${ms} ms: a connection was left open`)
+    }
+  })
+  await setup(app)
+  app.server.on('connection', (socket: ReturnType<typeof tcpConnect>) => {
+    sockets.add(socket)
+    socket.on('close', () => sockets.delete(socket))
+  })
+  await app.listen({ port: 0, host: '127.0.0.1' })
+  const address = app.server.address()
+  const port = typeof address === 'object' && address !== null ? address.port : 0
+  return { app, port, logs, url: (path) => `ws://127.0.0.1:${port}${path}` }
+}
