@@ -5,6 +5,7 @@ import type { JWTPayload } from 'jose'
 import type { WebSocketServer } from 'ws'
 import { HandshakeTimeoutError, InternalError, OriginNotAllowedError, ShuttingDownError, type GuardError } from './errors.js'
 import { createAuthStep } from './auth/authenticate.js'
+import { bearerPrefix } from './auth/token-sources.js'
 import { checkHandshake } from './handshake.js'
 import type { RouteSettings } from './options.js'
 import { checkOrigin } from './origin.js'
@@ -90,6 +91,7 @@ export function createGuardHook (context: GuardContext, settings: RouteSettings,
 /** Walks the chain synchronously until a step goes async; then bounds the rest by `handshakeTimeout`. */
 class HandshakeRun {
   #timer: NodeJS.Timeout | undefined
+  #onGone: (() => void) | undefined
   #settled = false
 
   constructor (
@@ -118,13 +120,20 @@ class HandshakeRun {
   }
 
   wait (pending: Promise<Rejection | undefined>, resumeAt: number): void {
-    this.#timer ??= setTimeout(() => {
-      this.reject({ error: new HandshakeTimeoutError() })
-    }, this.state.settings.handshakeTimeout)
+    if (this.#timer === undefined) {
+      this.#timer = setTimeout(() => {
+        this.reject({ error: new HandshakeTimeoutError() })
+      }, this.state.settings.handshakeTimeout)
+      // A client that hangs up (FIN or reset) while we wait gets nothing: no answer, no upgrade.
+      this.#onGone = () => {
+        this.finish()
+        this.state.socket.destroy()
+      }
+      this.state.socket.once('end', this.#onGone)
+      this.state.socket.once('close', this.#onGone)
+    }
     pending.then((result) => {
       if (this.#settled) return
-      // The client went away while we waited: nothing to answer, nothing to upgrade.
-      if (this.reply.raw.socket?.destroyed !== false) return this.finish()
       if (result === undefined) return this.next(resumeAt)
       this.reject(result)
     }, (err: unknown) => {
@@ -133,28 +142,49 @@ class HandshakeRun {
   }
 
   fail (err: unknown): void {
-    // Only the error's name and code are logged: its message may carry what must not leak.
-    const { name, code } = err as { name?: string, code?: string }
-    this.request.log.error({ wsGuard: { err: { name, code } } }, 'websocket guard step failed')
+    this.request.log.error({ wsGuard: { err: errorIdentity(err) } }, 'websocket guard step failed')
     this.reject({ error: new InternalError() })
   }
 
   reject (rejection: Rejection): void {
-    if (this.#settled) return
     this.finish()
-    const { settings } = this.state
-    if (settings.rejectWith === 'close') {
+    const { state } = this
+    const protocol = state.settings.rejectWith === 'close' ? protocolForClose(state) : undefined
+    if (protocol !== undefined) {
+      state.protocol = protocol
       sendCloseRejection(this.context.wss, this.request, this.reply, rejection.error)
     } else {
       sendHttpRejection(this.reply, rejection)
     }
-    recordRejection(this.context, this.request, this.state, rejection.error)
+    recordRejection(this.context, this.request, state, rejection.error)
   }
 
   finish (): void {
     this.#settled = true
     if (this.#timer !== undefined) clearTimeout(this.#timer)
+    if (this.#onGone !== undefined) {
+      this.state.socket.off('end', this.#onGone)
+      this.state.socket.off('close', this.#onGone)
+    }
   }
+}
+
+/**
+ * The subprotocol the 101 of a close rejection names: a client that offered subprotocols fails
+ * a handshake that selects none before it reads the close frame. `undefined` when there is no
+ * safe choice (only a `bearer.<token>` offered): that refusal goes over HTTP.
+ */
+function protocolForClose (state: HandshakeState): string | false | undefined {
+  if (state.protocol !== false || state.offeredProtocols.length === 0) return state.protocol
+  const choice = state.offeredProtocols.find((protocol) => !protocol.startsWith(bearerPrefix))
+  return choice ?? undefined
+}
+
+/** Only an error's name and code are logged: its message may carry what must not leak. */
+export function errorIdentity (err: unknown): { name?: string, code?: string } {
+  if (typeof err !== 'object' || err === null) return { name: typeof err }
+  const { name, code } = err as { name?: unknown, code?: unknown }
+  return { name: typeof name === 'string' ? name : undefined, code: typeof code === 'string' ? code : undefined }
 }
 
 function checkClosingStep (_request: FastifyRequest, state: HandshakeState): Rejection | undefined {

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { WebSocket, WebSocketServer } from 'ws'
 import { ConnectionTracker } from './connections.js'
 import type { GuardError } from './errors.js'
-import type { GuardContext, HandshakeState } from './guard.js'
+import { errorIdentity, type GuardContext, type HandshakeState } from './guard.js'
 import { createLimitStep } from './limits.js'
 import type { NormalizedOptions } from './options.js'
 import { acceptedChannel, rejectedChannel, StatsCounter } from './stats.js'
@@ -17,8 +17,7 @@ export function createLifecycle (fastify: FastifyInstance, options: NormalizedOp
   const stats = new StatsCounter()
   const tracker = new ConnectionTracker(stats)
   const limitStep = createLimitStep(options.store, options.maxConnections, (err) => {
-    const { name, code } = err as { name?: string, code?: string }
-    fastify.log.error({ wsGuard: { err: { name, code } } }, 'websocket connection store failed to release a connection')
+    fastify.log.error({ wsGuard: { err: errorIdentity(err) } }, 'websocket connection store failed to release a connection')
   })
   const context: GuardContext = {
     wss: undefined as unknown as WebSocketServer,

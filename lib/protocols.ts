@@ -47,16 +47,19 @@ export function installProtocolSelection (wss: WebSocketServer): void {
   const original = wss.options.handleProtocols
   wss.options.handleProtocols = (protocols: Set<string>, request: IncomingMessage): string | false => {
     const state = (request as GuardedIncomingMessage)[kHandshake]
-    if (state !== undefined) return state.protocol
-    if (typeof original === 'function') return original(protocols, request)
-    // A route outside the guard: ws's default, the first offered, but never a token.
-    for (const protocol of protocols) {
-      if (!protocol.startsWith(bearerPrefix)) return protocol
+    if (state !== undefined) {
+      // The route's `protocols` decided, or the guard's default did: the app's own
+      // handleProtocols may still choose among the application protocols.
+      if (typeof original !== 'function' || state.settings.protocols.length > 0 || state.protocol === false || state.protocol === 'bearer') return state.protocol
+      return original(new Set([...protocols].filter((protocol) => protocol !== 'bearer' && !protocol.startsWith(bearerPrefix))), request)
     }
-    return false
+    // A route outside the guard: the app's choice or ws's default, never shown a token.
+    const offered = [...protocols].filter((protocol) => !protocol.startsWith(bearerPrefix))
+    if (typeof original === 'function') return original(new Set(offered), request)
+    return offered[0] ?? false
   }
 }
 
 interface GuardedIncomingMessage extends IncomingMessage {
-  [kHandshake]?: { protocol: string | false }
+  [kHandshake]?: { protocol: string | false, settings: { protocols: readonly string[] } }
 }

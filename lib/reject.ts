@@ -17,6 +17,11 @@ const closeReasons: Record<string, string> = {
   FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS: 'too many connections',
   FST_WS_GUARD_TOO_MANY_CONNECTIONS: 'server at capacity',
   FST_WS_GUARD_SHUTTING_DOWN: 'server shutting down',
+  FST_WS_GUARD_HANDSHAKE_TIMEOUT: 'handshake timeout',
+  FST_WS_GUARD_KEYS_UNAVAILABLE: 'try again later',
+  FST_WS_GUARD_UNSUPPORTED_PROTOCOL: 'unsupported protocol',
+  FST_WS_GUARD_PROTOCOL_REQUIRED: 'protocol required',
+  FST_WS_GUARD_INVALID_REQUEST: 'invalid request',
   FST_WS_GUARD_INTERNAL: 'internal error'
 }
 
