@@ -153,8 +153,9 @@ export function resolveRouteSettings (defaults: NormalizedOptions, overrides: un
 
 function normalizeRouteOptions (opts: Record<string, unknown>, name: string, auth: AuthSettings | undefined): RouteSettings {
   const usesCookie = auth?.sources.sources.includes('cookie') === true
-  if (usesCookie && (opts.allowMissingOrigin === true || opts.origins === '*')) {
-    throw new InvalidOptionError(`${name}: cookie auth is ambient, so any site could open a socket with your users' cookies; it needs an origin check: remove ${opts.origins === '*' ? "origins: '*'" : 'allowMissingOrigin: true'}`)
+  if (usesCookie && (opts.allowMissingOrigin === true || opts.origins === '*' || opts.originReportOnly === true)) {
+    const culprit = opts.origins === '*' ? "origins: '*'" : opts.allowMissingOrigin === true ? 'allowMissingOrigin: true' : 'originReportOnly: true'
+    throw new InvalidOptionError(`${name}: cookie auth is ambient, so any site could open a socket with your users' cookies; it needs an enforced origin check: remove ${culprit}`)
   }
   return Object.freeze({
     origin: Object.freeze({

@@ -42,9 +42,9 @@ function cacheUntil (claims: JWTPayload, auth: AuthSettings): number {
   const now = Date.now()
   let until = now + maxCacheLifetime
   if (typeof claims.exp === 'number') until = Math.min(until, claims.exp * 1000)
-  const maxAge = auth.verify.options.maxTokenAge
-  // A maxTokenAge given as '2h' is left to jose on the next miss: cache at most a minute then.
-  if (maxAge !== undefined) until = Math.min(until, typeof maxAge === 'number' && typeof claims.iat === 'number' ? (claims.iat + maxAge) * 1000 : now + 60_000)
+  const maxAge = auth.verify.options.maxTokenAge as number | undefined
+  // jose checked that iat is there when maxTokenAge is set.
+  if (maxAge !== undefined) until = Math.min(until, (claims.iat! + maxAge) * 1000)
   return until
 }
 

@@ -1,7 +1,9 @@
 import { createPublicKey, KeyObject, webcrypto, type JsonWebKey as NodeJsonWebKey } from 'node:crypto'
+import { types } from 'node:util'
 import { createRemoteJWKSet, type JWK, type JWTVerifyGetKey } from 'jose'
 import { InvalidOptionError } from '../errors.js'
 import { describe } from '../origin.js'
+import { assertKnownKeys, assertPlainObject, optionalInteger } from '../validate.js'
 
 /** Where verification keys come from; exactly one per auth configuration. */
 export interface KeySourceOptions {
@@ -76,11 +78,17 @@ function secretSource (secret: unknown, name: string): KeySource {
 }
 
 function publicKeySource (publicKey: unknown, name: string): KeySource {
+  // createPublicKey() would quietly derive the public half of a private key: refuse those.
+  const isPrivate = (typeof publicKey === 'string' && publicKey.includes('PRIVATE KEY')) ||
+    (typeof publicKey === 'object' && publicKey !== null && ('d' in publicKey || (publicKey as { type?: unknown }).type === 'private'))
+  if (isPrivate) {
+    throw new InvalidOptionError(`${name}.publicKey is a private key; pass the public key only (openssl pkey -in private.pem -pubout)`)
+  }
   let key: KeyObject
   try {
     if (typeof publicKey === 'string') key = createPublicKey(publicKey)
     else if (publicKey instanceof KeyObject) key = publicKey
-    else if (isCryptoKey(publicKey)) key = KeyObject.from(publicKey)
+    else if (types.isCryptoKey(publicKey)) key = KeyObject.from(publicKey as CryptoKey)
     else if (typeof publicKey === 'object' && publicKey !== null) key = createPublicKey({ key: publicKey as NodeJsonWebKey, format: 'jwk' })
     else throw new TypeError('unsupported type')
   } catch {
@@ -89,18 +97,25 @@ function publicKeySource (publicKey: unknown, name: string): KeySource {
   if (key.type !== 'public') {
     throw new InvalidOptionError(`${name}.publicKey is a ${key.type} key; pass the public key (never a secret or private key)`)
   }
-  const algorithms = algorithmsFor(key)
-  return { kind: 'publicKey', algorithms, resolve: () => key }
+  return { kind: 'publicKey', algorithms: algorithmsFor(key, name), resolve: () => key }
 }
 
-function algorithmsFor (key: KeyObject): readonly string[] {
-  switch (key.asymmetricKeyType) {
-    case 'rsa': return rsa
-    case 'rsa-pss': return rsa.filter((alg) => alg.startsWith('PS'))
-    case 'ec': return [curves[key.asymmetricKeyDetails?.namedCurve ?? ''] ?? 'ES256']
-    case 'ed25519': return ['EdDSA', 'Ed25519']
-    default: return ['EdDSA']
+/** The algorithms a public key verifies; a key no supported algorithm can use fails registration. */
+function algorithmsFor (key: KeyObject, name: string): readonly string[] {
+  const type = key.asymmetricKeyType
+  if (type === 'rsa') {
+    if ((key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) {
+      throw new InvalidOptionError(`${name}.publicKey is an RSA key shorter than 2048 bits, which JWS does not accept; use a 2048-bit or longer key`)
+    }
+    return rsa
   }
+  if (type === 'ec') {
+    const alg = curves[key.asymmetricKeyDetails?.namedCurve ?? '']
+    if (alg !== undefined) return [alg]
+  }
+  if (type === 'ed25519') return ['EdDSA', 'Ed25519']
+  const detail = type === 'ec' ? `an EC key on ${key.asymmetricKeyDetails?.namedCurve}` : `a ${type} key`
+  throw new InvalidOptionError(`${name}.publicKey is ${detail}, which no supported JWS algorithm verifies; use RSA (2048+ bits, also for PS256), EC P-256/P-384/P-521 or Ed25519`)
 }
 
 function jwksSource (jwksUrl: unknown, jwks: KeySourceOptions['jwks'], name: string): KeySource {
@@ -113,8 +128,19 @@ function jwksSource (jwksUrl: unknown, jwks: KeySourceOptions['jwks'], name: str
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
     throw new InvalidOptionError(`${name}.jwksUrl must be an http(s) URL, got ${url.protocol}`)
   }
-  const resolve = createRemoteJWKSet(url, { ...jwks })
+  const resolve = createRemoteJWKSet(url, normalizeJwksOptions(jwks, `${name}.jwks`))
   return { kind: 'jwksUrl', algorithms: asymmetric, resolve }
+}
+
+function normalizeJwksOptions (jwks: unknown, name: string): NonNullable<KeySourceOptions['jwks']> {
+  if (jwks === undefined) return {}
+  assertPlainObject(jwks, name)
+  assertKnownKeys(jwks, ['timeoutDuration', 'cooldownDuration', 'cacheMaxAge'], name)
+  const options: NonNullable<KeySourceOptions['jwks']> = {}
+  for (const key of ['timeoutDuration', 'cooldownDuration', 'cacheMaxAge'] as const) {
+    if (jwks[key] !== undefined) options[key] = optionalInteger(jwks[key], 0, `${name}.${key}`, 0)
+  }
+  return options
 }
 
 function getKeySource (getKey: unknown, name: string): KeySource {
@@ -142,8 +168,4 @@ export function checkAlgorithms (value: unknown, source: KeySource, name: string
     }
   }
   return Object.freeze([...value as string[]])
-}
-
-function isCryptoKey (value: unknown): value is CryptoKey {
-  return value instanceof webcrypto.CryptoKey
 }

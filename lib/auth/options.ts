@@ -1,5 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import type { JWTPayload, JWTVerifyOptions } from 'jose'
+import type { WsUser } from '../types.js'
 import { InvalidOptionError } from '../errors.js'
 import { describe } from '../origin.js'
 import { assertKnownKeys, assertPlainObject, optionalBoolean, optionalFunction, optionalInteger } from '../validate.js'
@@ -12,7 +13,7 @@ import type { VerifySettings } from './verify.js'
  * JWT authentication before the upgrade. Exactly one key source (`secret`, `publicKey`,
  * `jwksUrl` or `getKey`); everything else is optional.
  */
-export interface WsGuardAuthOptions<User = JWTPayload> extends KeySourceOptions {
+export interface WsGuardAuthOptions<User = WsUser> extends KeySourceOptions {
   /** Accepted JWS algorithms. Default: what fits the key; HMAC never with public keys or JWKS. */
   algorithms?: readonly string[]
   /** Expected `iss`. */
@@ -58,8 +59,8 @@ export interface AuthSettings {
   readonly verify: VerifySettings
   readonly sources: TokenSourceSettings
   readonly realm: string
-  readonly authorize: WsGuardAuthOptions['authorize']
-  readonly isRevoked: WsGuardAuthOptions['isRevoked']
+  readonly authorize: WsGuardAuthOptions<JWTPayload>['authorize']
+  readonly isRevoked: WsGuardAuthOptions<JWTPayload>['isRevoked']
   readonly cache: VerifiedTokenCache | undefined
   readonly clockTolerance: number
   readonly closeOnExpiry: boolean
@@ -118,8 +119,8 @@ export function normalizeAuth (value: unknown, name: string, inherited: AuthSett
     }),
     sources,
     realm: quotedStringSafe(options.realm ?? 'websocket', `${name}.realm`),
-    authorize: optionalFunction<WsGuardAuthOptions['authorize']>(options.authorize, `${name}.authorize`),
-    isRevoked: optionalFunction<WsGuardAuthOptions['isRevoked']>(options.isRevoked, `${name}.isRevoked`),
+    authorize: optionalFunction<AuthSettings['authorize']>(options.authorize, `${name}.authorize`),
+    isRevoked: optionalFunction<AuthSettings['isRevoked']>(options.isRevoked, `${name}.isRevoked`),
     cache: shareCache ? inherited.cache : normalizeCache(options.cache, `${name}.cache`),
     clockTolerance,
     closeOnExpiry: optionalBoolean(options.closeOnExpiry, true, `${name}.closeOnExpiry`),
@@ -189,8 +190,13 @@ function stringList (value: unknown, name: string): string[] | undefined {
   return [...value]
 }
 
-function maxTokenAge (value: unknown, name: string): number | string {
+const spanUnits: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400, w: 604_800, y: 31_557_600 }
+const spanShape = /^(\d+(?:\.\d+)?) ?(s|sec|secs|seconds?|m|mins?|minutes?|h|hrs?|hours?|d|days?|w|weeks?|y|yrs?|years?)$/i
+
+/** `maxTokenAge` in seconds: the cache needs a number to know when an entry goes stale. */
+function maxTokenAge (value: unknown, name: string): number {
   if (typeof value === 'number' && Number.isFinite(value) && value > 0) return value
-  if (typeof value === 'string' && /^\d+(?:\.\d+)? ?(?:s|sec|secs|second|seconds|m|min|mins|minute|minutes|h|hr|hrs|hour|hours|d|day|days|w|week|weeks|y|yr|yrs|year|years)$/i.test(value)) return value
-  throw new InvalidOptionError(`${name} must be a number of seconds or a span such as '2h', got ${describe(value)}`)
+  const match = typeof value === 'string' ? spanShape.exec(value) : null
+  if (match === null) throw new InvalidOptionError(`${name} must be a number of seconds or a span such as '2h', got ${describe(value)}`)
+  return Number(match[1]) * spanUnits[match[2]![0]!.toLowerCase()]!
 }

@@ -77,7 +77,7 @@ function fromProtocols (offered: readonly string[]): string | undefined | GuardE
 function fromCookie (request: FastifyRequest, name: string): string | undefined {
   // @fastify/cookie, when registered, has parsed them already.
   const parsed = (request as FastifyRequest & { cookies?: Record<string, string | undefined> }).cookies
-  if (parsed !== undefined) return parsed[name] || undefined
+  if (parsed != null) return parsed[name] || undefined
   const header = request.headers.cookie
   if (header === undefined) return undefined
   return parseCookie(header)[name] || undefined

@@ -48,7 +48,8 @@ export function mapJoseError (err: unknown, kind: KeySource['kind']): GuardError
       return new TokenExpiredError()
     case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
       if (claim === 'nbf') return new TokenInvalidError('the token is not valid yet')
-      if (claim === 'iat') return new TokenInvalidError(reason === 'check_failed' ? 'the token is too old (maxTokenAge)' : 'the "iat" claim is not accepted')
+      // A token older than maxTokenAge is reported by jose as expired; this is an iat in the future.
+      if (claim === 'iat' && reason === 'check_failed') return new TokenInvalidError('the "iat" claim is in the future')
       return new TokenInvalidError(reason === 'missing' ? `the "${claim}" claim is missing` : `the "${claim}" claim is not accepted`)
     case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
       return new TokenInvalidError('signature verification failed')
