@@ -1,0 +1,113 @@
+/*
+ * What is measured: the servers, the handshake cases (each with its tokens minted up front,
+ * distinct per handshake where the case says "fresh") and the idle-connection cases.
+ */
+import type { HandshakeRequest } from './load.js'
+import type { ServerConfig } from './protocol.js'
+import { es256Signer, hs256Signer, mintTokens, newEcKeyPair, newSecret, startJwksServer, type JwksServer } from './tokens.js'
+
+export const allowedOrigin = 'https://app.example.com'
+const originHeader = `Origin: ${allowedOrigin}\r\n`
+const badOriginHeader = 'Origin: https://evil.example\r\n'
+const bearer = (token: string): string => `Authorization: Bearer ${token}\r\n`
+
+export type ServerKey = 'bare' | 'origin' | 'hs256' | 'es256' | 'jwks'
+
+export interface HandshakeCase {
+  readonly id: string
+  readonly label: string
+  readonly server: ServerKey
+  /** Accepted cases compare handshakes/s to bare; refused ones compare server CPU per handshake. */
+  readonly accepted: boolean
+  readonly requestFor: (index: number) => HandshakeRequest
+}
+
+export interface IdleCase {
+  readonly id: string
+  readonly label: string
+  readonly server: ServerConfig
+  readonly headersFor: (index: number) => string
+  /** Run in `--quick` mode too. */
+  readonly quick: boolean
+  /** What the row is: the baseline, the guard, or the naive-heartbeat reference. */
+  readonly role: 'bare' | 'guard' | 'reference'
+  /** 1 s pings: the event-loop and CPU budget applies. */
+  readonly pings: boolean
+}
+
+export interface Fixtures {
+  readonly servers: Readonly<Record<ServerKey, ServerConfig>>
+  readonly handshakeCases: readonly HandshakeCase[]
+  readonly idleCases: readonly IdleCase[]
+  readonly jwks: JwksServer
+}
+
+/** Fresh tokens, one per call, never reused. */
+function freshTokens (tokens: readonly string[]): () => string {
+  let next = 0
+  return () => {
+    if (next >= tokens.length) throw new Error('the bench ran out of pre-minted tokens')
+    return tokens[next++]!
+  }
+}
+
+/**
+ * Keys, tokens and server settings. `handshakesPerCase` bounds how many tokens each fresh case
+ * gets; `idleConnections` how many the authenticated idle case gets.
+ */
+export async function prepareFixtures (handshakesPerCase: number, idleConnections: number, warmupPerServer: number): Promise<Fixtures> {
+  const secret = newSecret()
+  const otherSecret = newSecret()
+  const ec = newEcKeyPair()
+  const kid = 'bench-key-1'
+  const jwks = await startJwksServer(ec.publicKey, kid)
+  const publicKey = ec.publicKey.export({ type: 'spki', format: 'pem' }).toString()
+
+  const servers: Record<ServerKey, ServerConfig> = {
+    bare: { name: 'bare', kind: 'bare' },
+    origin: { name: 'guard-origin', kind: 'guard', origins: [allowedOrigin] },
+    hs256: { name: 'guard-hs256', kind: 'guard', origins: [allowedOrigin], auth: { secret } },
+    es256: { name: 'guard-es256', kind: 'guard', origins: [allowedOrigin], auth: { publicKey } },
+    jwks: { name: 'guard-jwks', kind: 'guard', origins: [allowedOrigin], auth: { jwksUrl: jwks.url } }
+  }
+
+  const hs = hs256Signer(secret)
+  const es = es256Signer(ec.privateKey)
+  const esKid = es256Signer(ec.privateKey, kid)
+  const count = handshakesPerCase + 256
+  const hsFresh = freshTokens(mintTokens(hs, count, 'hs'))
+  const esFresh = freshTokens(mintTokens(es, count, 'es'))
+  const jwksFresh = freshTokens(mintTokens(esKid, count, 'jwks'))
+  const forged = freshTokens(mintTokens(hs256Signer(otherSecret), count, 'forged'))
+  const [reused] = mintTokens(es, 1, 'reused')
+  const [valid] = mintTokens(hs, 1, 'valid')
+
+  const accept = (headers: () => string) => () => ({ headers: headers(), expectStatus: 101 })
+  const handshakeCases: HandshakeCase[] = [
+    { id: 'bare', label: 'bare @fastify/websocket (echo)', server: 'bare', accepted: true, requestFor: accept(() => originHeader) },
+    { id: 'origin', label: 'guard, origin check only', server: 'origin', accepted: true, requestFor: accept(() => originHeader) },
+    { id: 'hs256', label: 'guard + HS256, fresh tokens', server: 'hs256', accepted: true, requestFor: accept(() => originHeader + bearer(hsFresh())) },
+    { id: 'es256', label: 'guard + ES256, fresh tokens', server: 'es256', accepted: true, requestFor: accept(() => originHeader + bearer(esFresh())) },
+    { id: 'es256-cached', label: 'guard + ES256, one token (cache hit)', server: 'es256', accepted: true, requestFor: accept(() => originHeader + bearer(reused!)) },
+    { id: 'jwks', label: 'guard + JWKS (ES256), fresh tokens', server: 'jwks', accepted: true, requestFor: accept(() => originHeader + bearer(jwksFresh())) },
+    { id: 'reject-origin', label: 'refused: bad origin (HS256 route)', server: 'hs256', accepted: false, requestFor: () => ({ headers: badOriginHeader + bearer(valid!), expectStatus: 403 }) },
+    { id: 'reject-missing', label: 'refused: missing token', server: 'hs256', accepted: false, requestFor: () => ({ headers: originHeader, expectStatus: 401 }) },
+    { id: 'reject-badsig', label: 'refused: bad signature', server: 'hs256', accepted: false, requestFor: () => ({ headers: originHeader + bearer(forged()), expectStatus: 401 }) }
+  ]
+
+  // Every idle case sends the same request, a distinct token included, whether its server
+  // reads it or not: a connection retains its request, so only then do sizes compare.
+  const idleRequests = (id: string): () => string => {
+    const next = freshTokens(mintTokens(hs, idleConnections + warmupPerServer + 256, id))
+    return () => originHeader + bearer(next())
+  }
+  const idleCases: IdleCase[] = [
+    { id: 'idle-bare', label: 'bare @fastify/websocket, no heartbeat', server: { name: 'idle-bare', kind: 'bare' }, headersFor: idleRequests('idle-bare'), quick: true, role: 'bare', pings: false },
+    { id: 'idle-guard', label: 'guard, origin only, heartbeat 30 s (default)', server: { name: 'idle-guard', kind: 'guard', origins: [allowedOrigin] }, headersFor: idleRequests('idle-guard'), quick: true, role: 'guard', pings: false },
+    { id: 'idle-guard-hs256', label: 'guard + HS256, heartbeat 30 s (default)', server: { name: 'idle-guard-hs256', kind: 'guard', origins: [allowedOrigin], auth: { secret } }, headersFor: idleRequests('idle-guard-hs256'), quick: false, role: 'guard', pings: false },
+    { id: 'idle-timer', label: 'reference: per-connection setInterval, 30 s', server: { name: 'idle-timer', kind: 'timer', timerInterval: 30_000 }, headersFor: idleRequests('idle-timer'), quick: false, role: 'reference', pings: false },
+    { id: 'ping-guard', label: 'guard, pings every 1 s (timer wheel)', server: { name: 'ping-guard', kind: 'guard', origins: [allowedOrigin], heartbeat: { pingInterval: 1000, readDeadline: 2000 } }, headersFor: idleRequests('ping-guard'), quick: true, role: 'guard', pings: true },
+    { id: 'ping-timer', label: 'reference: per-connection setInterval, 1 s', server: { name: 'ping-timer', kind: 'timer', timerInterval: 1000 }, headersFor: idleRequests('ping-timer'), quick: true, role: 'reference', pings: true }
+  ]
+  return { servers, handshakeCases, idleCases, jwks }
+}

@@ -1,0 +1,102 @@
+/*
+ * The idle suite: one fresh server per case, `connections` open and idle (the load generator
+ * answers every ping), memory per connection after GC, then CPU and event-loop delay over a
+ * window.
+ */
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { IdleCase } from './cases.js'
+import { ServerProcess, type Placement } from './children.js'
+import type { Log } from './handshakes.js'
+import { IdlePool, runHandshakes } from './load.js'
+import type { LoopReply, MemoryReply, SampleReply } from './protocol.js'
+
+export interface IdleSettings {
+  readonly connections: number
+  readonly windowMs: number
+  readonly warmup: number
+  readonly concurrency: number
+}
+
+export interface IdleResult {
+  readonly id: string
+  readonly label: string
+  readonly role: IdleCase['role']
+  readonly pings: boolean
+  readonly connections: number
+  /** Connections the server had open when memory was read. */
+  readonly open: number
+  readonly openErrors: number
+  readonly openErrorSamples: readonly string[]
+  readonly openMs: number
+  readonly baseline: MemoryReply
+  readonly loaded: MemoryReply
+  /** Bytes per connection, after GC. */
+  readonly rssPerConnection: number
+  readonly heapPerConnection: number
+  readonly externalPerConnection: number
+  readonly loop: LoopReply
+  /** Server CPU over the window, % of one core. */
+  readonly cpuPercent: number
+  readonly mainCpuPercent: number | undefined
+  /** Pings the load generator answered per second over the window. */
+  readonly pingsPerSecond: number
+  /** Connections the server ended during the measurement (there should be none). */
+  readonly closedByServer: number
+}
+
+export async function runIdleCase (kase: IdleCase, placement: Placement, settings: IdleSettings, log: Log): Promise<IdleResult> {
+  const server = await ServerProcess.start(kase.server, placement)
+  const pool = new IdlePool()
+  try {
+    // Warm the handshake path so that the baseline already holds its compiled code and pools.
+    await runHandshakes(server.port, settings.warmup, settings.concurrency, (i) => ({ headers: kase.headersFor(i), expectStatus: 101 }))
+    const baseline = await server.request<MemoryReply>('memory')
+    const started = performance.now()
+    await pool.open(server.port, settings.connections, settings.concurrency * 2, kase.headersFor)
+    const openMs = performance.now() - started
+    const expected = settings.connections - pool.errors
+    for (let waited = 0; waited < 10_000; waited += 100) {
+      const { open } = await server.request<SampleReply>('sample')
+      if (open >= expected) break
+      await sleep(100)
+    }
+    await sleep(1000)
+    const loaded = await server.request<MemoryReply>('memory')
+    const pingsBefore = pool.pings
+    await server.request('loopStart')
+    await sleep(settings.windowMs)
+    const loop = await server.request<LoopReply>('loopStop')
+    const pings = pool.pings - pingsBefore
+    const open = loaded.open
+    const perConnection = (key: 'rss' | 'heapUsed' | 'external'): number => open === 0 ? NaN : (loaded[key] - baseline[key]) / open
+    const result: IdleResult = {
+      id: kase.id,
+      label: kase.label,
+      role: kase.role,
+      pings: kase.pings,
+      connections: settings.connections,
+      open,
+      openErrors: pool.errors,
+      openErrorSamples: [...pool.errorSamples],
+      openMs,
+      baseline,
+      loaded,
+      rssPerConnection: perConnection('rss'),
+      heapPerConnection: perConnection('heapUsed'),
+      externalPerConnection: perConnection('external'),
+      loop,
+      cpuPercent: loop.cpu.total / 1000 / loop.wallMs * 100,
+      mainCpuPercent: loop.cpu.main === undefined ? undefined : loop.cpu.main / 1000 / loop.wallMs * 100,
+      pingsPerSecond: pings / loop.wallMs * 1000,
+      closedByServer: pool.closedByServer
+    }
+    log(`${kase.id}: ${open} open in ${Math.round(openMs)} ms, ${Math.round(result.rssPerConnection)} B RSS/conn, ` +
+      `CPU ${result.cpuPercent.toFixed(1)}%, loop delay max ${loop.delayMaxMs.toFixed(1)} ms, ${Math.round(result.pingsPerSecond)} pings/s` +
+      (pool.errors > 0 ? `, ${pool.errors} failed to open: ${[...pool.errorSamples].join('; ')}` : ''))
+    return result
+  } finally {
+    // The server closes first, so the load generator's ports are not left in TIME_WAIT.
+    await server.stop()
+    pool.destroy()
+  }
+}

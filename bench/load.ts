@@ -1,0 +1,286 @@
+/*
+ * The load generator's client side. A `ws` client spends more CPU on a handshake than the
+ * server does, so it could not saturate one: this one writes the handshake bytes itself over
+ * node:net, checks the 101 and Sec-WebSocket-Accept, and answers with a masked close frame.
+ */
+import { createHash, randomFillSync } from 'node:crypto'
+import { connect, type Socket } from 'node:net'
+
+const acceptGuid = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11'
+const host = '127.0.0.1'
+
+/**
+ * Source addresses for the client's sockets, used only once ephemeral ports run short: an
+ * explicit `localAddress` means bind() before connect(), and bind(0) searches the port space
+ * the slow way (it made opening 10,000 connections take 20 s instead of 3).
+ */
+const sourceAddresses = [undefined, '127.0.0.2', '127.0.0.3', '127.0.0.4', '127.0.0.5', '127.0.0.6', '127.0.0.7', '127.0.0.8']
+let sourceIndex = 0
+
+function nextSourceAddress (): void {
+  sourceIndex = (sourceIndex + 1) % sourceAddresses.length
+}
+
+function connectOptions (port: number): { host: string, port: number, localAddress?: string, noDelay: true } {
+  const localAddress = sourceAddresses[sourceIndex]
+  return localAddress === undefined ? { host, port, noDelay: true } : { host, port, localAddress, noDelay: true }
+}
+
+/** Random bytes drawn from a pool refilled 64 KiB at a time: cheap fresh keys and masks. */
+let pool = Buffer.alloc(0)
+let poolOffset = 0
+function randomBytesFromPool (count: number): Buffer {
+  if (poolOffset + count > pool.length) {
+    pool = randomFillSync(Buffer.allocUnsafe(64 * 1024))
+    poolOffset = 0
+  }
+  const bytes = pool.subarray(poolOffset, poolOffset + count)
+  poolOffset += count
+  return bytes
+}
+
+/** A masked close frame with code 1000, as a client must send it (RFC 6455 §5.3). */
+function closeFrame (): Buffer {
+  const mask = randomBytesFromPool(4)
+  return Buffer.from([0x88, 0x82, mask[0]!, mask[1]!, mask[2]!, mask[3]!, 0x03 ^ mask[0]!, 0xe8 ^ mask[1]!])
+}
+
+/** A masked pong echoing a ping's payload. */
+function pongFrame (payload: Buffer): Buffer {
+  const mask = randomBytesFromPool(4)
+  const frame = Buffer.allocUnsafe(6 + payload.length)
+  frame[0] = 0x8a
+  frame[1] = 0x80 | payload.length
+  mask.copy(frame, 2)
+  for (let i = 0; i < payload.length; i++) frame[6 + i] = payload[i]! ^ mask[i & 3]!
+  return frame
+}
+
+/** What one handshake sends besides the fixed WebSocket headers, and the status it expects. */
+export interface HandshakeRequest {
+  /** Extra header lines, each ending in CRLF. */
+  readonly headers: string
+  /** 101, or the refusal's status (403 bad origin, 401 token missing or invalid). */
+  readonly expectStatus: number
+}
+
+function requestText (port: number, key: string, extra: string): string {
+  return `GET /ws HTTP/1.1\r\nHost: ${host}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+    `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`
+}
+
+const acceptHeader = /\r\nsec-websocket-accept:[ \t]*([^\r\n]*)/i
+
+type HeadVerdict = { status: number, error?: string }
+
+/** Checks the response head: the expected status and, on a 101, the Sec-WebSocket-Accept for this key. */
+function checkHead (head: string, key: string, expectStatus: number): HeadVerdict {
+  const status = Number(head.slice(9, 12))
+  if (status !== expectStatus) return { status, error: `status ${status}, expected ${expectStatus}` }
+  if (status === 101) {
+    const accept = acceptHeader.exec(head)?.[1]
+    const expected = createHash('sha1').update(key + acceptGuid).digest('base64')
+    if (accept !== expected) return { status, error: 'wrong Sec-WebSocket-Accept' }
+  }
+  return { status }
+}
+
+export interface BatchResult {
+  readonly count: number
+  readonly ok: number
+  readonly errors: number
+  /** Up to five distinct error messages. */
+  readonly errorSamples: string[]
+  /** First connect to last close. */
+  readonly wallMs: number
+  /** Connect to response head, ms, of the successful handshakes. */
+  readonly latencies: Float64Array
+}
+
+/**
+ * `count` handshakes with at most `concurrency` in flight, each connect → response head →
+ * (on a 101) masked close frame → the server's close, until its socket closes.
+ */
+export async function runHandshakes (port: number, count: number, concurrency: number, requestFor: (index: number) => HandshakeRequest, timeoutMs = 10_000): Promise<BatchResult> {
+  const latencies = new Float64Array(count)
+  let ok = 0
+  let errors = 0
+  const errorSamples = new Set<string>()
+  let started = 0
+  const begin = performance.now()
+
+  await new Promise<void>((resolve) => {
+    let finished = 0
+    const launch = (): void => {
+      const index = started++
+      handshake(port, requestFor(index), timeoutMs, (latency, error) => {
+        if (error === undefined) latencies[ok++] = latency
+        else {
+          errors++
+          if (errorSamples.size < 5) errorSamples.add(error)
+        }
+        if (++finished === count) resolve()
+        else if (started < count) launch()
+      })
+    }
+    if (count === 0) resolve()
+    for (let i = 0; i < Math.min(concurrency, count); i++) launch()
+  })
+  return { count, ok, errors, errorSamples: [...errorSamples], wallMs: performance.now() - begin, latencies: latencies.subarray(0, ok) }
+}
+
+function handshake (port: number, request: HandshakeRequest, timeoutMs: number, done: (latencyMs: number, error?: string) => void): void {
+  const key = randomBytesFromPool(16).toString('base64')
+  const startedAt = performance.now()
+  const socket = connect(connectOptions(port))
+  let head = ''
+  let latency = -1
+  let error: string | undefined
+  socket.setTimeout(timeoutMs)
+  socket.on('connect', () => socket.write(requestText(port, key, request.headers)))
+  socket.on('data', (chunk: Buffer) => {
+    // After the head: the server's close frame, or a refusal's body. Both just wait for the close.
+    if (latency >= 0) return
+    head += chunk.toString('latin1')
+    const end = head.indexOf('\r\n\r\n')
+    if (end === -1) return
+    latency = performance.now() - startedAt
+    const verdict = checkHead(head.slice(0, end + 2), key, request.expectStatus)
+    if (verdict.error !== undefined) {
+      error = verdict.error
+      socket.destroy()
+    } else if (verdict.status === 101) {
+      socket.write(closeFrame())
+    }
+  })
+  socket.on('timeout', () => {
+    error ??= latency < 0 ? 'timeout waiting for the response' : 'timeout waiting for the server to close'
+    socket.destroy()
+  })
+  socket.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EADDRNOTAVAIL') nextSourceAddress()
+    error ??= err.code ?? err.message
+  })
+  socket.on('close', () => {
+    if (error === undefined && latency < 0) error = 'closed before the response'
+    done(latency, error)
+  })
+}
+
+/** Open connections that stay idle: they answer pings with pongs and count them. */
+export class IdlePool {
+  readonly sockets = new Set<Socket>()
+  pings = 0
+  errors = 0
+  readonly errorSamples = new Set<string>()
+  closedByServer = 0
+  #destroyed = false
+
+  /** Opens `count` connections, `concurrency` at a time; resolves when all are open or failed. */
+  async open (port: number, count: number, concurrency: number, headersFor: (index: number) => string, timeoutMs = 10_000): Promise<void> {
+    let started = 0
+    await new Promise<void>((resolve) => {
+      let finished = 0
+      const launch = (): void => {
+        const index = started++
+        this.#openOne(port, headersFor(index), timeoutMs, 3, () => {
+          if (++finished === count) resolve()
+          else if (started < count) launch()
+        })
+      }
+      if (count === 0) resolve()
+      for (let i = 0; i < Math.min(concurrency, count); i++) launch()
+    })
+  }
+
+  #openOne (port: number, headers: string, timeoutMs: number, retries: number, done: () => void): void {
+    const key = randomBytesFromPool(16).toString('base64')
+    const socket = connect(connectOptions(port))
+    let head = ''
+    let open = false
+    let settled = false
+    let rest: Buffer | undefined
+    const settle = (): void => {
+      if (settled) return
+      settled = true
+      socket.setTimeout(0)
+      done()
+    }
+    const fail = (message: string): void => {
+      if (settled) return
+      this.errors++
+      if (this.errorSamples.size < 5) this.errorSamples.add(message)
+      socket.destroy()
+      settle()
+    }
+    socket.setTimeout(timeoutMs)
+    socket.on('connect', () => socket.write(requestText(port, key, headers)))
+    socket.on('timeout', () => fail('timeout opening'))
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (!open && err.code === 'EADDRNOTAVAIL' && retries > 0 && !settled) {
+        settled = true
+        nextSourceAddress()
+        this.#openOne(port, headers, timeoutMs, retries - 1, done)
+        return
+      }
+      fail(err.code ?? err.message)
+    })
+    socket.on('close', () => {
+      if (open && !this.#destroyed) {
+        this.sockets.delete(socket)
+        this.closedByServer++
+      }
+      fail('closed while opening')
+    })
+    socket.on('data', (chunk: Buffer) => {
+      if (!open) {
+        head += chunk.toString('latin1')
+        const end = head.indexOf('\r\n\r\n')
+        if (end === -1) return
+        const verdict = checkHead(head.slice(0, end + 2), key, 101)
+        if (verdict.error !== undefined) return fail(verdict.error)
+        open = true
+        this.sockets.add(socket)
+        settle()
+        const after = Buffer.from(head.slice(end + 4), 'latin1')
+        head = ''
+        if (after.length === 0) return
+        chunk = after
+      }
+      rest = this.#frames(socket, rest === undefined ? chunk : Buffer.concat([rest, chunk]))
+    })
+  }
+
+  /** Parses the server's (unmasked) frames; answers pings. Returns an incomplete tail. */
+  #frames (socket: Socket, data: Buffer): Buffer | undefined {
+    let offset = 0
+    while (data.length - offset >= 2) {
+      const opcode = data[offset]! & 0x0f
+      let length = data[offset + 1]! & 0x7f
+      let headLength = 2
+      if (length === 126) {
+        if (data.length - offset < 4) break
+        length = data.readUInt16BE(offset + 2)
+        headLength = 4
+      } else if (length === 127) {
+        if (data.length - offset < 10) break
+        length = Number(data.readBigUInt64BE(offset + 2))
+        headLength = 10
+      }
+      if (data.length - offset < headLength + length) break
+      if (opcode === 0x9) {
+        this.pings++
+        socket.write(pongFrame(data.subarray(offset + headLength, offset + headLength + length)))
+      }
+      offset += headLength + length
+    }
+    return offset === data.length ? undefined : data.subarray(offset)
+  }
+
+  /** Drops every connection at once. */
+  destroy (): void {
+    this.#destroyed = true
+    for (const socket of this.sockets) socket.destroy()
+    this.sockets.clear()
+  }
+}

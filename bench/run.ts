@@ -1,0 +1,247 @@
+/*
+ * `npm run bench [-- options]`: the guard against bare @fastify/websocket, in one run.
+ *
+ * This process is the load generator. It re-executes itself once with `ulimit -n` raised and
+ * pinned to its own CPU, then starts the servers (pinned to another CPU) and drives them over
+ * 127.0.0.1 only. Every step is bounded in count and time; servers are killed on any exit.
+ */
+import { spawn } from 'node:child_process'
+import { mkdirSync, writeFileSync } from 'node:fs'
+import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parseArgs } from 'node:util'
+import { prepareFixtures, type ServerKey } from './cases.js'
+import { detectPlacement, killChildren, ServerProcess, wrapCommand, type Placement } from './children.js'
+import { runHandshakeSuite, type CaseResult, type Log } from './handshakes.js'
+import { runHeapAttribution } from './heap.js'
+import { runIdleCase, type IdleResult } from './idle.js'
+import { runProfiles } from './profile.js'
+import { budgetTable, checkBudgets, handshakeTable, idleTable } from './report.js'
+import { int } from './stats.js'
+
+const usage = `Usage: npm run bench -- [options]
+
+  --quick              smoke run, under a minute: 3 repetitions of 1,000 handshakes, 2,000 idle connections
+  --json               print the results as JSON on stdout (progress goes to stderr)
+  --check              exit with 1 when a budget fails
+  --save FILE          also write the JSON results to FILE
+  --cases a,b          handshake cases to run (ids: bare, origin, hs256, es256, es256-cached, jwks,
+                       reject-origin, reject-missing, reject-badsig); bare is always added
+  --idle a,b           idle cases to run (idle-bare, idle-guard, idle-guard-hs256, idle-timer,
+                       ping-guard, ping-timer); idle-bare is always added
+  --skip-handshakes    only the idle suite
+  --skip-idle          only the handshake suite
+  --repetitions N      repetitions of every handshake case (full: 7)
+  --handshakes N       handshakes per case and repetition (full: 4,000)
+  --warmup N           warm-up handshakes per case (full: 2,500)
+  --concurrency N      handshakes in flight (64)
+  --connections N      idle connections (full: 10,000)
+  --window MS          CPU and event-loop window of the idle suite (full: 10,000)
+  --profile            CPU-profile the servers (node --cpu-prof) of --cases (default bare,hs256,es256)
+                       and of --idle cases (over their window, per ping), and summarize where the time goes
+  --heap               heap snapshots of --idle servers (default idle-bare,idle-guard,idle-guard-hs256)
+                       with and without --connections (default 2,000), diffed per connection
+  --out-dir DIR        where --profile and --heap write their files (default: a temporary directory)
+  --help`
+
+const { values: args } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    json: { type: 'boolean', default: false },
+    check: { type: 'boolean', default: false },
+    save: { type: 'string' },
+    cases: { type: 'string' },
+    idle: { type: 'string' },
+    'skip-handshakes': { type: 'boolean', default: false },
+    'skip-idle': { type: 'boolean', default: false },
+    repetitions: { type: 'string' },
+    handshakes: { type: 'string' },
+    warmup: { type: 'string' },
+    concurrency: { type: 'string' },
+    connections: { type: 'string' },
+    window: { type: 'string' },
+    profile: { type: 'boolean', default: false },
+    heap: { type: 'boolean', default: false },
+    'out-dir': { type: 'string' },
+    help: { type: 'boolean', default: false }
+  }
+})
+
+function integer (value: string | undefined, fallback: number, name: string, min = 1, max = 1_000_000): number {
+  if (value === undefined) return fallback
+  const parsed = Number(value.replace(/_/g, ''))
+  if (!Number.isInteger(parsed) || parsed < min || parsed > max) throw new Error(`--${name} must be an integer from ${min} to ${max}, got ${value}`)
+  return parsed
+}
+
+const quick = args.quick
+const settings = {
+  repetitions: integer(args.repetitions, quick ? 3 : 7, 'repetitions', 1, 50),
+  handshakes: integer(args.handshakes, quick ? 1000 : 4000, 'handshakes', 10, 200_000),
+  warmup: integer(args.warmup, quick ? 600 : 2500, 'warmup', 0, 100_000),
+  concurrency: integer(args.concurrency, 64, 'concurrency', 1, 1024),
+  // 2 x 10,000 sockets in two processes fit the usual 20,000-descriptor hard limit.
+  connections: integer(args.connections, args.heap ? 2000 : quick ? 2000 : 10_000, 'connections', 1, 15_000),
+  windowMs: integer(args.window, quick ? 3000 : 10_000, 'window', 100, 120_000)
+}
+// Everything stops by itself: the whole run has a deadline.
+const deadlineMs = quick ? 150_000 : 30 * 60_000
+
+const log: Log = (line) => process.stderr.write(`[bench] ${line}\n`)
+
+function list (value: string | undefined, fallback: readonly string[], required: string | undefined, known: readonly string[]): string[] {
+  const picked = value === undefined ? [...fallback] : value.split(',').map((id) => id.trim()).filter((id) => id !== '')
+  for (const id of picked) {
+    if (!known.includes(id)) throw new Error(`unknown case "${id}"; known: ${known.join(', ')}`)
+  }
+  if (required !== undefined && !picked.includes(required)) picked.unshift(required)
+  return picked
+}
+
+/** Re-runs this script with `ulimit -n` raised, pinned to the load generator's CPU. */
+function relaunch (placement: Placement): void {
+  const script = fileURLToPath(import.meta.url)
+  const [command, commandArgs] = wrapCommand(placement, placement.clientCpu, [process.execPath, ...process.execArgv, script, ...process.argv.slice(2)])
+  // The IPC channel only tells the load generator when this process is gone, however it went.
+  const child = spawn(command, commandArgs, { stdio: ['inherit', 'inherit', 'inherit', 'ipc'], env: { ...process.env, WS_GUARD_BENCH_LOADGEN: '1' } })
+  const forward = (signal: NodeJS.Signals): void => { child.kill(signal) }
+  process.on('SIGINT', forward)
+  process.on('SIGTERM', forward)
+  child.on('exit', (code, signal) => process.exit(code ?? (signal === null ? 1 : 128)))
+}
+
+function machine (placement: Placement): Record<string, unknown> {
+  return {
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    cpus: cpus().length,
+    memoryGB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    kernel: release(),
+    pinned: placement.pinned ? { server: placement.serverCpu, loadGenerator: placement.clientCpu } : false,
+    loadAverageAtStart: loadavg().map((value) => Number(value.toFixed(2)))
+  }
+}
+
+async function main (): Promise<void> {
+  if (args.help) {
+    process.stdout.write(usage + '\n')
+    return
+  }
+  const placement = detectPlacement()
+  if (process.env.WS_GUARD_BENCH_LOADGEN !== '1' && (placement.bash || placement.pinned)) return relaunch(placement)
+
+  process.on('exit', killChildren)
+  // Started by the relaunch: stop when it goes away, even if it was killed outright.
+  process.on('disconnect', () => {
+    log('the parent process went away: stopping')
+    killChildren()
+    process.exit(130)
+  })
+  process.channel?.unref()
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
+    process.on(signal, () => {
+      killChildren()
+      process.exit(130)
+    })
+  }
+  setTimeout(() => {
+    log(`the run passed its ${deadlineMs / 1000} s deadline: stopping`)
+    killChildren()
+    process.exit(2)
+  }, deadlineMs).unref()
+
+  const started = Date.now()
+  const host = machine(placement)
+  const mode = args.profile ? 'profile' : args.heap ? 'heap' : quick ? 'quick' : 'full'
+  log(`${mode} mode on ${host.cpuModel as string}, ${host.cpus as number} CPUs, Node ${process.version}; ` +
+    (placement.pinned ? `servers on CPU ${placement.serverCpu}, load generator on CPU ${placement.clientCpu}` : 'not pinned (no taskset or one CPU)') +
+    `; file descriptors: ${process.env.WS_GUARD_BENCH_LOADGEN === '1' ? 'raised' : 'as inherited'}`)
+
+  const caseIds = ['bare', 'origin', 'hs256', 'es256', 'es256-cached', 'jwks', 'reject-origin', 'reject-missing', 'reject-badsig']
+  const idleIds = ['idle-bare', 'idle-guard', 'idle-guard-hs256', 'idle-timer', 'ping-guard', 'ping-timer']
+  const perCase = settings.warmup + settings.repetitions * settings.handshakes
+  const fixtures = await prepareFixtures(perCase, settings.connections, settings.warmup)
+  const outDir = args['out-dir'] ?? join(tmpdir(), `ws-guard-bench-${process.pid}`)
+
+  try {
+    if (args.profile) {
+      mkdirSync(outDir, { recursive: true })
+      const picked = new Set(args.cases === undefined && args.idle !== undefined ? [] : list(args.cases, ['bare', 'hs256', 'es256'], undefined, caseIds))
+      const idlePicked = new Set(args.idle === undefined ? [] : list(args.idle, [], undefined, idleIds))
+      const report = await runProfiles(
+        fixtures.handshakeCases.filter((kase) => picked.has(kase.id)), fixtures.idleCases.filter((kase) => idlePicked.has(kase.id)),
+        fixtures.servers, placement, settings, outDir, log
+      )
+      process.stdout.write(args.json ? JSON.stringify({ mode, machine: host, settings, profiles: report.json }, null, 2) + '\n' : report.text + '\n')
+      return
+    }
+    if (args.heap) {
+      mkdirSync(outDir, { recursive: true })
+      const picked = new Set(list(args.idle, ['idle-bare', 'idle-guard', 'idle-guard-hs256'], 'idle-bare', idleIds))
+      const report = await runHeapAttribution(fixtures.idleCases.filter((kase) => picked.has(kase.id)), placement, settings, outDir, log)
+      process.stdout.write(args.json ? JSON.stringify({ mode, machine: host, settings, heap: report.json }, null, 2) + '\n' : report.text + '\n')
+      return
+    }
+
+    let handshakes: CaseResult[] = []
+    if (!args['skip-handshakes']) {
+      const picked = new Set(list(args.cases, caseIds, 'bare', caseIds))
+      const cases = fixtures.handshakeCases.filter((kase) => picked.has(kase.id))
+      const servers = new Map<ServerKey, ServerProcess>()
+      try {
+        for (const kase of cases) {
+          if (!servers.has(kase.server)) servers.set(kase.server, await ServerProcess.start(fixtures.servers[kase.server], placement))
+        }
+        log(`${cases.length} cases x ${settings.repetitions} repetitions x ${int(settings.handshakes)} handshakes, ${settings.concurrency} in flight, ${int(settings.warmup)} warm-up each`)
+        handshakes = await runHandshakeSuite(cases, servers, settings, log)
+      } finally {
+        await Promise.all([...servers.values()].map((server) => server.stop()))
+      }
+    }
+
+    const idle: IdleResult[] = []
+    if (!args['skip-idle']) {
+      const picked = new Set(list(args.idle, fixtures.idleCases.filter((kase) => kase.quick || !quick).map((kase) => kase.id), 'idle-bare', idleIds))
+      log(`idle suite: ${int(settings.connections)} connections, ${settings.windowMs} ms window`)
+      for (const kase of fixtures.idleCases) {
+        if (picked.has(kase.id)) idle.push(await runIdleCase(kase, placement, { connections: settings.connections, windowMs: settings.windowMs, warmup: Math.min(settings.warmup, 1000), concurrency: settings.concurrency }, log))
+      }
+    }
+
+    const checks = checkBudgets(handshakes, idle)
+    host.loadAverageAtEnd = loadavg().map((value) => Number(value.toFixed(2)))
+    const durationS = Math.round((Date.now() - started) / 1000)
+    const json = JSON.stringify({ mode, machine: host, settings, durationS, handshakes, idle, budgets: checks, jwksRequests: fixtures.jwks.requests() }, null, 2) + '\n'
+    if (args.save !== undefined) writeFileSync(args.save, json)
+    if (args.json) {
+      process.stdout.write(json)
+    } else {
+      const out: string[] = [
+        `fastify-ws-guard bench, ${mode} mode, ${durationS} s: ${host.cpuModel as string}, ${host.cpus as number} CPUs, ${host.memoryGB as number} GB, Node ${process.version}, ` +
+          (placement.pinned ? `server on CPU ${placement.serverCpu}, load generator on CPU ${placement.clientCpu}` : 'processes not pinned') +
+          `, load average ${(host.loadAverageAtStart as number[]).join(' ')} at start, ${(host.loadAverageAtEnd as number[]).join(' ')} at end`
+      ]
+      if (handshakes.length > 0) {
+        out.push('', `Handshakes: medians of ${settings.repetitions} interleaved repetitions of ${int(settings.handshakes)} (min–max), ${settings.concurrency} in flight; ` +
+          'x bare: paired with bare in the same repetition; µs/hs: server CPU per handshake (whole process; main thread; bg: other threads, libuv pool and V8 workers); ' +
+          'srv busy: server CPU / wall time (well under 100%: other processes held the CPUs, and handshakes/s says less than server µs/hs)', '', handshakeTable(handshakes, checks))
+      }
+      if (idle.length > 0) {
+        out.push('', `Idle connections: ${int(settings.connections)} per server, memory after GC, CPU and event-loop delay over ${settings.windowMs / 1000} s ` +
+          '(own: each delay capped by the CPU the server used meanwhile, so time other processes held its CPU does not count)', '', idleTable(idle, checks))
+      }
+      out.push('', 'Budgets (issue 7)', '', budgetTable(checks))
+      process.stdout.write(out.join('\n') + '\n')
+    }
+    if (args.check && checks.some((check) => !check.pass)) process.exitCode = 1
+  } finally {
+    await fixtures.jwks.close()
+  }
+}
+
+main().catch((err: unknown) => {
+  log(`failed: ${err instanceof Error ? err.stack ?? err.message : String(err)}`)
+  killChildren()
+  process.exit(1)
+})

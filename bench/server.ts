@@ -1,0 +1,178 @@
+/*
+ * One bench server: bare @fastify/websocket, the built guard (imported from dist/ through the
+ * package's own name), or bare plus a per-connection setInterval heartbeat. It listens on
+ * 127.0.0.1, answers the load generator's requests over the IPC channel, and exits when the
+ * channel closes: it never outlives the bench.
+ */
+import { readFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { writeHeapSnapshot } from 'node:v8'
+import websocket from '@fastify/websocket'
+import Fastify, { type FastifyInstance } from 'fastify'
+import wsGuard, { type WsGuardOptions } from 'fastify-ws-guard'
+import type { WebSocket } from 'ws'
+import { cpuDelta, type CpuSample, type HeapReply, type LoopReply, type MemoryReply, type ReadyMessage, type SampleReply, type ServerConfig, type ServerRequest } from './protocol.js'
+
+const config = JSON.parse(process.env.WS_GUARD_BENCH_SERVER ?? '{}') as ServerConfig
+const gc = (globalThis as { gc?: () => void }).gc
+
+function echo (socket: WebSocket): void {
+  socket.on('message', (data, isBinary) => socket.send(data, { binary: isBinary }))
+}
+
+/** The naive heartbeat of the ws README: one timer and two closures per connection. */
+function perConnectionTimer (socket: WebSocket, interval: number): void {
+  let alive = true
+  socket.on('pong', () => { alive = true })
+  const timer = setInterval(() => {
+    if (!alive) return socket.terminate()
+    alive = false
+    socket.ping()
+  }, interval)
+  socket.on('close', () => clearInterval(timer))
+}
+
+async function build (): Promise<FastifyInstance> {
+  const app = Fastify({ logger: false })
+  if (config.kind === 'guard') {
+    const options: WsGuardOptions = { origins: config.origins ?? ['https://app.example.com'] }
+    if (config.auth !== undefined) options.auth = { ...config.auth }
+    if (config.heartbeat !== undefined) options.heartbeat = config.heartbeat
+    await app.register(wsGuard, options)
+    app.wsRoute('/ws', (socket) => echo(socket))
+  } else {
+    await app.register(websocket)
+    const interval = config.timerInterval
+    app.get('/ws', { websocket: true }, (socket) => {
+      echo(socket)
+      if (config.kind === 'timer' && interval !== undefined) perConnectionTimer(socket, interval)
+    })
+  }
+  return app
+}
+
+const app = await build()
+await app.listen({ host: '127.0.0.1', port: 0 })
+const address = app.server.address()
+const ready: ReadyMessage = { ready: true, port: typeof address === 'object' && address !== null ? address.port : 0, pid: process.pid }
+process.send!(ready)
+process.on('disconnect', () => process.exit(0))
+process.on('message', (message: ServerRequest) => {
+  handle(message).then(
+    (reply) => process.send!({ id: message.id, reply }, () => { if (message.op === 'exit') process.exit(0) }),
+    (err: unknown) => process.send!({ id: message.id, error: String(err) })
+  )
+})
+
+let snapshots = 0
+let loop: { histogram: ReturnType<typeof monitorEventLoopDelay>, cpu: CpuSample, startedAt: number, own: OwnDelay } | undefined
+
+/** Event-loop delays of a 5 ms timer chain, each capped by the process CPU time spent meanwhile. */
+class OwnDelay {
+  readonly samples: number[] = []
+  #timer: NodeJS.Timeout | undefined
+  #expected = 0
+  #cpu = 0
+
+  start (): void {
+    this.#arm()
+  }
+
+  stop (): void {
+    clearTimeout(this.#timer)
+  }
+
+  #arm (): void {
+    this.#expected = performance.now() + 5
+    const { user, system } = process.cpuUsage()
+    this.#cpu = user + system
+    this.#timer = setTimeout(() => {
+      const late = performance.now() - this.#expected
+      const { user, system } = process.cpuUsage()
+      this.samples.push(Math.max(0, Math.min(late, (user + system - this.#cpu) / 1000)))
+      this.#arm()
+    }, 5)
+  }
+}
+
+async function handle (message: ServerRequest): Promise<unknown> {
+  switch (message.op) {
+    case 'sample': return { cpu: cpuSample(), hrtimeUs: hrtimeUs(), open: openCount() } satisfies SampleReply
+    case 'memory': return await memory()
+    case 'loopStart': {
+      const histogram = monitorEventLoopDelay({ resolution: 10 })
+      histogram.enable()
+      const own = new OwnDelay()
+      own.start()
+      loop = { histogram, cpu: cpuSample(), startedAt: performance.now(), own }
+      return {}
+    }
+    case 'loopStop': {
+      if (loop === undefined) throw new Error('loopStop without loopStart')
+      const { histogram, cpu, startedAt, own } = loop
+      histogram.disable()
+      own.stop()
+      const ownSorted = own.samples.sort((a, b) => a - b)
+      loop = undefined
+      const now = cpuSample()
+      return {
+        wallMs: performance.now() - startedAt,
+        cpu: cpuDelta(now, cpu),
+        delayMaxMs: histogram.max / 1e6,
+        delayP99Ms: histogram.percentile(99) / 1e6,
+        delayP50Ms: histogram.percentile(50) / 1e6,
+        ownDelayMaxMs: ownSorted.at(-1) ?? 0,
+        ownDelayP99Ms: ownSorted[Math.max(0, Math.ceil(ownSorted.length * 0.99) - 1)] ?? 0,
+        open: openCount(),
+        guardStats: config.kind === 'guard' ? app.wsGuard.stats() : undefined
+      } satisfies LoopReply
+    }
+    case 'heapSnapshot': {
+      await collect()
+      return { file: writeHeapSnapshot(join(message.dir, `${config.name}-${process.pid}-${++snapshots}.heapsnapshot`)), open: openCount() } satisfies HeapReply
+    }
+    case 'exit': return {}
+  }
+}
+
+function openCount (): number {
+  return app.websocketServer.clients.size
+}
+
+async function collect (): Promise<void> {
+  if (gc === undefined) throw new Error('run the server with --expose-gc')
+  // Several rounds: weak callbacks and finalizers free more on the next one.
+  for (let i = 0; i < 4; i++) {
+    gc()
+    await new Promise((resolve) => setImmediate(resolve))
+  }
+}
+
+async function memory (): Promise<MemoryReply> {
+  await collect()
+  const { rss, heapUsed, heapTotal, external, arrayBuffers } = process.memoryUsage()
+  return { rss, heapUsed, heapTotal, external, arrayBuffers, open: openCount() }
+}
+
+function hrtimeUs (): number {
+  return Number(process.hrtime.bigint() / 1000n)
+}
+
+// /proc/<pid>/task/<tid>/stat counts in clock ticks: 100 per second on every common Linux.
+const usPerTick = 10_000
+
+/** Process CPU, and where /proc has it, the main thread's. */
+function cpuSample (): CpuSample {
+  const { user, system } = process.cpuUsage()
+  let main: number | undefined
+  try {
+    const stat = readFileSync(`/proc/self/task/${process.pid}/stat`, 'latin1')
+    // Fields after the command's closing parenthesis start at field 3; utime is 14, stime 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    main = (Number(fields[11]) + Number(fields[12])) * usPerTick
+  } catch {
+    // Not Linux: the total is all there is.
+  }
+  return { total: user + system, main }
+}
