@@ -67,7 +67,7 @@ export function createGuardHook (context: GuardContext, settings: RouteSettings,
     const shapeError = checkHandshake(request)
     const offered = shapeError ?? parseOfferedProtocols(request.headers['sec-websocket-protocol'])
     if (!Array.isArray(offered)) {
-      sendHttpRejection(reply, { error: offered, headers: shapeHeaders(offered) })
+      sendHttpRejection(request, reply, { error: offered, headers: shapeHeaders(offered) })
       recordRejection(context, request, undefined, offered)
       return
     }
@@ -154,7 +154,7 @@ class HandshakeRun {
       state.protocol = protocol
       sendCloseRejection(this.context.wss, this.request, this.reply, rejection.error)
     } else {
-      sendHttpRejection(this.reply, rejection)
+      sendHttpRejection(this.request, this.reply, rejection)
     }
     recordRejection(this.context, this.request, state, rejection.error)
   }

@@ -39,17 +39,30 @@ export function closeReasonFor (error: GuardError): string {
   return closeReasons[error.code] ?? 'bad request'
 }
 
-/** Answers with `{ statusCode, code, error, message }`, `Connection: close`, then closes the socket. */
-export function sendHttpRejection (reply: FastifyReply, rejection: Rejection): void {
-  const { error, headers } = rejection
+/**
+ * Answers with `{ statusCode, code, error, message }`, `Connection: close`, then closes the
+ * socket. An upgrade request is answered on its socket directly: refusing must stay cheap
+ * under a flood, and Fastify's reply path costs as much as an accepted handshake.
+ */
+export function sendHttpRejection (request: FastifyRequest, reply: FastifyReply, rejection: Rejection): void {
+  const { error } = rejection
   const status = error.statusCode
-  reply.code(status)
-  reply.header('connection', status === 426 ? 'upgrade, close' : 'close')
+  const body = JSON.stringify({ statusCode: status, code: error.code, error: STATUS_CODES[status], message: error.message })
+  const headers: Record<string, string> = { connection: status === 426 ? 'upgrade, close' : 'close' }
   // Capacity and timing refusals are temporary: say when to come back.
-  if (status === 503 || status === 429) reply.header('retry-after', '5')
-  if (headers !== undefined) reply.headers(headers)
-  reply.type('application/json; charset=utf-8')
-  reply.send(JSON.stringify({ statusCode: status, code: error.code, error: STATUS_CODES[status], message: error.message }))
+  if (status === 503 || status === 429) headers['retry-after'] = '5'
+  Object.assign(headers, rejection.headers)
+  if (!request.ws) {
+    reply.code(status).headers(headers).type('application/json; charset=utf-8').send(body)
+    return
+  }
+  reply.hijack()
+  let head = `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n`
+  for (const name in headers) head += `${name}: ${headers[name]}\r\n`
+  const socket = reply.raw.socket!
+  socket.end(head + '\r\n' + body)
+  // end() only half-closes: a client that keeps its side open must not hold the socket.
+  socket.once('finish', () => socket.destroy())
 }
 
 /**

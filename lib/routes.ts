@@ -38,7 +38,7 @@ function rejectUpgrade (context: GuardContext, method: string, url: string): onR
   return function wsGuardPlainRoute (request, reply, done) {
     if (!request.ws) return done()
     const error = new NotWebSocketRouteError(method, url)
-    sendHttpRejection(reply, { error })
+    sendHttpRejection(request, reply, { error })
     recordRejection(context, request, undefined, error)
   }
 }
