@@ -13,6 +13,7 @@ import { parseOfferedProtocols, selectProtocol } from './protocols.js'
 import { sendCloseRejection, sendHttpRejection, type Rejection } from './reject.js'
 import { kHandshake } from './symbols.js'
 import type { Connection } from './connections.js'
+import type { TimerWheel, WheelEntry } from './timer-wheel.js'
 
 /** What the guard knows about one handshake; kept on the raw request for ws's callbacks. */
 export interface HandshakeState {
@@ -47,6 +48,8 @@ export interface GuardContext {
   readonly onRejected: (request: FastifyRequest, state: HandshakeState | undefined, error: GuardError) => void
   /** Set by `app.close()`: new upgrades are refused. */
   closing: boolean
+  /** Deadlines of handshakes waiting on async checks. */
+  readonly handshakeTimers: TimerWheel<HandshakeRun>
 }
 
 type RawWithState = FastifyRequest['raw'] & { [kHandshake]?: HandshakeState }
@@ -88,9 +91,14 @@ export function createGuardHook (context: GuardContext, settings: RouteSettings,
   }
 }
 
-/** Walks the chain synchronously until a step goes async; then bounds the rest by `handshakeTimeout`. */
-class HandshakeRun {
-  #timer: NodeJS.Timeout | undefined
+/**
+ * Walks the chain synchronously until a step goes async; then bounds the rest by
+ * `handshakeTimeout`, on the context's shared timer wheel (a timer per handshake costs more
+ * than the checks themselves).
+ */
+export class HandshakeRun implements WheelEntry {
+  due = 0
+  slot = -1
   #onGone: (() => void) | undefined
   #settled = false
 
@@ -120,10 +128,8 @@ class HandshakeRun {
   }
 
   wait (pending: Promise<Rejection | undefined>, resumeAt: number): void {
-    if (this.#timer === undefined) {
-      this.#timer = setTimeout(() => {
-        this.reject({ error: new HandshakeTimeoutError() })
-      }, this.state.settings.handshakeTimeout)
+    if (this.#onGone === undefined) {
+      this.context.handshakeTimers.schedule(this, Date.now() + this.state.settings.handshakeTimeout)
       // A client that hangs up (FIN or reset) while we wait gets nothing: no answer, no upgrade.
       this.#onGone = () => {
         this.finish()
@@ -159,10 +165,14 @@ class HandshakeRun {
     recordRejection(this.context, this.request, state, rejection.error)
   }
 
+  timeout (): void {
+    this.reject({ error: new HandshakeTimeoutError() })
+  }
+
   finish (): void {
     this.#settled = true
-    if (this.#timer !== undefined) clearTimeout(this.#timer)
     if (this.#onGone !== undefined) {
+      this.context.handshakeTimers.remove(this)
       this.state.socket.off('end', this.#onGone)
       this.state.socket.off('close', this.#onGone)
     }

@@ -3,7 +3,8 @@ import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { WebSocket, WebSocketServer } from 'ws'
 import { ConnectionTracker } from './connections.js'
 import type { GuardError } from './errors.js'
-import { errorIdentity, type GuardContext, type HandshakeState } from './guard.js'
+import { errorIdentity, type GuardContext, type HandshakeRun, type HandshakeState } from './guard.js'
+import { TimerWheel } from './timer-wheel.js'
 import { createLimitStep } from './limits.js'
 import type { NormalizedOptions } from './options.js'
 import { acceptedChannel, rejectedChannel, StatsCounter } from './stats.js'
@@ -23,6 +24,8 @@ export function createLifecycle (fastify: FastifyInstance, options: NormalizedOp
     wss: undefined as unknown as WebSocketServer,
     steps: [limitStep],
     closing: false,
+    // 25 ms is precise enough for timeouts of seconds (or of a few hundred ms in tests).
+    handshakeTimers: new TimerWheel<HandshakeRun>(25, 4096, (run) => run.timeout()),
     onRejected (request: FastifyRequest, state: HandshakeState | undefined, error: GuardError) {
       stats.countRejection(error.code)
       if (rejectedChannel.hasSubscribers) {

@@ -162,6 +162,9 @@ export function checkOrigin (request: FastifyRequest, settings: OriginSettings):
     if (policy.kind === 'list' && policy.exact.has('null')) return undefined
     if (policy.kind !== 'function') return 'Origin "null" (an opaque origin) is not listed'
   }
+  // Fast paths for what browsers send, already normalized: an exact match needs no parsing.
+  if (policy.kind === 'list' && policy.exact.has(value)) return undefined
+  if (policy.kind === 'same' && request.host !== undefined && (value === 'https://' + request.host || value === 'http://' + request.host)) return undefined
   const origin = value === 'null' ? nullOrigin : parseOrigin(value)
   if (origin === undefined) return `malformed Origin "${truncate(value)}"`
   switch (policy.kind) {

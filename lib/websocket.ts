@@ -1,6 +1,7 @@
 import websocket, { type WebsocketPluginOptions } from '@fastify/websocket'
 import type { FastifyInstance } from 'fastify'
 import type { ServerOptions, WebSocketServer } from 'ws'
+import { GuardedWebSocket } from './connections.js'
 import { installProtocolSelection } from './protocols.js'
 
 const kInstalled = Symbol('fastify-ws-guard.installed')
@@ -11,7 +12,7 @@ const kInstalled = Symbol('fastify-ws-guard.installed')
  */
 export async function ensureWebSocket (fastify: FastifyInstance, options: ServerOptions): Promise<WebSocketServer> {
   if (!fastify.hasDecorator('websocketServer')) {
-    await fastify.register(websocket, { options: options as WebsocketPluginOptions['options'] })
+    await fastify.register(websocket, { options: { WebSocket: GuardedWebSocket, ...options } as WebsocketPluginOptions['options'] })
   }
   const wss = fastify.websocketServer as WebSocketServer & { [kInstalled]?: true }
   if (wss[kInstalled] !== true) {

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto'
+import { hash } from 'node:crypto'
 import type { JWTPayload } from 'jose'
 
 interface Entry {
@@ -22,7 +22,7 @@ export class VerifiedTokenCache {
   }
 
   static keyOf (token: string): string {
-    return createHash('sha256').update(token).digest('base64')
+    return hash('sha256', token, 'base64')
   }
 
   get (key: string, now: number): Readonly<JWTPayload> | undefined {
