@@ -12,7 +12,7 @@ export interface Demo {
   mint: (name: string) => Promise<string>
 }
 
-export async function buildDemo (options: { logger?: boolean } = {}): Promise<Demo> {
+export async function buildDemo (options: { logLevel: string }): Promise<Demo> {
   // A development key minted at start: nothing to configure, nothing to leak.
   const secret = randomBytes(32)
   const mint = async (name: string): Promise<string> => await new SignJWT({ name })
@@ -22,7 +22,7 @@ export async function buildDemo (options: { logger?: boolean } = {}): Promise<De
     .setExpirationTime('15m')
     .sign(secret)
 
-  const app = Fastify({ logger: options.logger === true ? { serializers: { req: requestSerializer } } : false })
+  const app = Fastify({ logger: { level: options.logLevel, serializers: { req: requestSerializer } } })
   await app.register(wsGuard, {
     auth: { secret },
     protocols: ['chat.v1']
@@ -42,8 +42,8 @@ export async function buildDemo (options: { logger?: boolean } = {}): Promise<De
 
   // Development only: hands out tokens to anyone. A real app gets them from its login.
   app.get<{ Querystring: { name?: string } }>('/dev-token', async (request) => {
-    const name = /^[a-z0-9-]{1,20}$/i.test(request.query.name ?? '') ? request.query.name! : 'guest'
-    return { token: await mint(name) }
+    const { name = 'guest' } = request.query
+    return { token: await mint(/^[a-z0-9-]{1,20}$/i.test(name) ? name : 'guest') }
   })
 
   // The page imports the same helper the package exports as fastify-ws-guard/client.

@@ -2,7 +2,7 @@ import { buildDemo } from './demo-app.js'
 
 // `npm run demo`: a guarded chat room on localhost, no external service needed.
 const port = Number(process.env.PORT ?? 3000)
-const { app, mint } = await buildDemo({ logger: true })
+const { app, mint } = await buildDemo({ logLevel: 'info' })
 await app.listen({ port, host: '127.0.0.1' })
 const token = await mint('cli')
 const url = `ws://127.0.0.1:${port}/chat`

@@ -161,7 +161,7 @@ export class ConnectionTracker {
     const { maxBufferedBytes, writeDeadline } = connection.state.settings
     if (buffered > maxBufferedBytes) return connection.terminate('limit')
     if (writeDeadline === undefined || connection.stuckSince !== 0) return
-    connection.stuckSince = this.wheel.now
+    connection.stuckSince = Date.now()
     connection.flushedMark = flushed(socket)
     const deadline = connection.stuckSince + writeDeadline
     if (connection.slot === -1 || connection.due > deadline) this.wheel.schedule(connection, deadline)
@@ -216,8 +216,8 @@ function checkWrites (connection: Connection, now: number, writeDeadline: number
 
 /** Bytes the socket has handed to the kernel so far. */
 function flushed (socket: GuardedSocket): number {
-  const raw = socket._socket
-  return raw === undefined ? 0 : raw.bytesWritten - raw.writableLength
+  const raw = socket._socket!
+  return raw.bytesWritten - raw.writableLength
 }
 
 // Shared listeners (`this` is the socket): no closure per connection.
@@ -228,6 +228,12 @@ function onClose (this: GuardedSocket, code: number): void {
 
 function onError (this: GuardedSocket): void {
   this[kConnection]!.sawError = true
+}
+
+/** Records that a connection ends on an error (its handler threw). */
+export function markError (socket: WebSocket): void {
+  const connection = (socket as GuardedSocket)[kConnection]
+  if (connection !== undefined) connection.sawError = true
 }
 
 function onFrame (this: GuardedSocket): void {

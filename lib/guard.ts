@@ -194,7 +194,7 @@ function protocolForClose (state: HandshakeState): string | false | undefined {
 export function errorIdentity (err: unknown): { name?: string, code?: string } {
   if (typeof err !== 'object' || err === null) return { name: typeof err }
   const { name, code } = err as { name?: unknown, code?: unknown }
-  return { name: typeof name === 'string' ? name : undefined, code: typeof code === 'string' ? code : undefined }
+  return { name: String(name), code: typeof code === 'string' ? code : undefined }
 }
 
 function checkClosingStep (_request: FastifyRequest, state: HandshakeState): Rejection | undefined {

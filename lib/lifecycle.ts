@@ -1,4 +1,5 @@
 import { performance } from 'node:perf_hooks'
+import type { Duplex } from 'node:stream'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { WebSocket, WebSocketServer } from 'ws'
 import { ConnectionTracker } from './connections.js'
@@ -50,6 +51,14 @@ export function createLifecycle (fastify: FastifyInstance, options: NormalizedOp
 
   function attach (wss: WebSocketServer): void {
     context.wss = wss
+    // While closing, Fastify answers upgrades with its own 503 before any hook runs, and an
+    // upgrade socket is no longer the HTTP server's to close: without this, server.close()
+    // would wait on it forever.
+    fastify.server.on('upgrade', (_request: unknown, socket: Duplex) => {
+      if (!context.closing || socket.writableEnded) return
+      socket.end()
+      socket.once('finish', () => socket.destroy())
+    })
     wss.on('connection', (socket: WebSocket, raw: FastifyRequest['raw'] & { [kHandshake]?: HandshakeState }) => {
       const state = raw[kHandshake]
       if (state?.context !== context) return

@@ -76,7 +76,12 @@ function acquireAll (
 function settle (store: ConnectionStore, socket: Duplex, held: string[], rejection: Rejection | undefined, onStoreError: (err: unknown) => void): Rejection | undefined {
   const release = (): void => {
     for (const key of held) {
-      Promise.resolve(store.release(key)).catch(onStoreError)
+      // A store that throws, at once or later, is logged: it never takes the process down.
+      try {
+        Promise.resolve(store.release(key)).catch(onStoreError)
+      } catch (err) {
+        onStoreError(err)
+      }
     }
   }
   if (rejection !== undefined || socket.destroyed) release()

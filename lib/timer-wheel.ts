@@ -35,6 +35,8 @@ export class TimerWheel<T extends WheelEntry> {
   }
 
   schedule (entry: T, due: number): void {
+    // An idle wheel's clock is stale: start it first, so the slot is computed from now.
+    if (this.#timer === undefined) this.#start()
     if (entry.slot !== -1) this.#slots[entry.slot]!.delete(entry)
     else this.#size++
     entry.due = due
@@ -48,7 +50,6 @@ export class TimerWheel<T extends WheelEntry> {
     }
     bucket.add(entry)
     entry.slot = slot
-    if (this.#timer === undefined) this.#start()
   }
 
   remove (entry: T): void {

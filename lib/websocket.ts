@@ -1,7 +1,7 @@
 import websocket, { type WebsocketPluginOptions } from '@fastify/websocket'
-import type { FastifyInstance } from 'fastify'
-import type { ServerOptions, WebSocketServer } from 'ws'
-import { GuardedWebSocket } from './connections.js'
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { ServerOptions, WebSocket, WebSocketServer } from 'ws'
+import { GuardedWebSocket, markError } from './connections.js'
 import { installProtocolSelection } from './protocols.js'
 
 const kInstalled = Symbol('fastify-ws-guard.installed')
@@ -12,7 +12,10 @@ const kInstalled = Symbol('fastify-ws-guard.installed')
  */
 export async function ensureWebSocket (fastify: FastifyInstance, options: ServerOptions): Promise<WebSocketServer> {
   if (!fastify.hasDecorator('websocketServer')) {
-    await fastify.register(websocket, { options: { WebSocket: GuardedWebSocket, ...options } as WebsocketPluginOptions['options'] })
+    await fastify.register(websocket, {
+      options: { WebSocket: GuardedWebSocket, ...options } as WebsocketPluginOptions['options'],
+      errorHandler: onHandlerError
+    })
   }
   const wss = fastify.websocketServer as WebSocketServer & { [kInstalled]?: true }
   if (wss[kInstalled] !== true) {
@@ -20,4 +23,14 @@ export async function ensureWebSocket (fastify: FastifyInstance, options: Server
     installProtocolSelection(wss)
   }
   return wss
+}
+
+/**
+ * @fastify/websocket's own behaviour (log, terminate), plus the connection's close reason:
+ * a handler that throws or rejects ends its connection as an error, never the process.
+ */
+function onHandlerError (this: FastifyInstance, error: Error, socket: WebSocket, request: FastifyRequest): void {
+  markError(socket)
+  request.log.error({ err: error }, 'websocket handler failed')
+  socket.terminate()
 }

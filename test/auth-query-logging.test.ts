@@ -17,7 +17,7 @@ test('query tokens never reach a log line with requestSerializer', async (t) => 
   await expectRefused(t, app.url(`/ws?room=1&access_token=${wrongIssuer}`), 401, 'FST_WS_GUARD_TOKEN_INVALID')
   await expectRefused(t, app.url(`/ws?access_token=${good}&access_token=${good}`), 400, 'FST_WS_GUARD_INVALID_REQUEST')
 
-  t.ok(logs.lines.length >= 10, 'the app did log (trace level)')
+  t.ok(logs.lines.length >= 7, 'the app did log (trace level)')
   t.equal(guardLines(logs).length, 3, 'a line per refusal')
   assertNoLeak(t, logs.text, [good, expired, wrongIssuer, 'access_token=', sensitive.sub, sensitive.iss], 'the logs')
   const incoming = logs.lines.filter((line) => line.msg === 'incoming request')

@@ -3,7 +3,7 @@ import { buildDemo } from '../example/demo-app.js'
 import { tryConnect } from './helpers.js'
 
 test('the demo serves its page, hands out development tokens and guards its chat route', async (t) => {
-  const { app, mint } = await buildDemo()
+  const { app, mint } = await buildDemo({ logLevel: 'silent' })
   t.teardown(() => app.close())
   await app.listen({ port: 0, host: '127.0.0.1' })
   const { port } = app.server.address() as { port: number }
@@ -20,6 +20,8 @@ test('the demo serves its page, hands out development tokens and guards its chat
   const { token } = await (await fetch(`http://${base}/dev-token?name=alice`)).json() as { token: string }
   const bad = await (await fetch(`http://${base}/dev-token?name=${encodeURIComponent('<script>')}`)).json() as { token: string }
   t.equal(JSON.parse(Buffer.from(bad.token.split('.')[1]!, 'base64url').toString()).sub, 'guest')
+  const unnamed = await (await fetch(`http://${base}/dev-token`)).json() as { token: string }
+  t.equal(JSON.parse(Buffer.from(unnamed.token.split('.')[1]!, 'base64url').toString()).sub, 'guest')
 
   const refused = await tryConnect(`ws://${base}/chat`)
   t.equal(refused.kind === 'refused' && refused.status, 401)

@@ -29,6 +29,7 @@ function assertInvalidOption (t: Test, err: unknown, message: RegExp): void {
 const invalidOptions: Array<[name: string, options: unknown, message: RegExp]> = [
   ['unknown key', { origin: ['https://a.example.com'] }, /unknown option origin; known options are origins, allowMissingOrigin, originReportOnly, rejectWith, handshakeTimeout, protocols, .*websocket/],
   ['unknown key in a typo', { handshakeTimout: 10 }, /unknown option handshakeTimout/],
+  ['store without its methods', { store: { acquire: () => true } }, /store must have acquire\(key, limit\) and release\(key\) methods/],
   ['origins: a number', { origins: 42 }, /options\.origins must be an array of origins and RegExps, a function or '\*', got number/],
   ['origins: a single origin string', { origins: 'https://a.example.com' }, /options\.origins must be an array .* got the string "https:\/\/a\.example\.com"/],
   ['origins: an object', { origins: { 'https://a.example.com': true } }, /options\.origins must be an array/],

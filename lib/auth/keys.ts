@@ -104,13 +104,13 @@ function publicKeySource (publicKey: unknown, name: string): KeySource {
 function algorithmsFor (key: KeyObject, name: string): readonly string[] {
   const type = key.asymmetricKeyType
   if (type === 'rsa') {
-    if ((key.asymmetricKeyDetails?.modulusLength ?? 0) < 2048) {
+    if (key.asymmetricKeyDetails!.modulusLength! < 2048) {
       throw new InvalidOptionError(`${name}.publicKey is an RSA key shorter than 2048 bits, which JWS does not accept; use a 2048-bit or longer key`)
     }
     return rsa
   }
   if (type === 'ec') {
-    const alg = curves[key.asymmetricKeyDetails?.namedCurve ?? '']
+    const alg = curves[key.asymmetricKeyDetails!.namedCurve!]
     if (alg !== undefined) return [alg]
   }
   if (type === 'ed25519') return ['EdDSA', 'Ed25519']
