@@ -46,19 +46,16 @@ export function createLifecycle (fastify: FastifyInstance, options: NormalizedOp
   // closes every socket without a code.
   fastify.addHook('preClose', async () => {
     context.closing = true
+    // While closing, Fastify answers upgrades with its own 503 before any hook runs, and an
+    // upgrade socket is no longer the HTTP server's to close: without this, server.close()
+    // would wait on it forever.
+    fastify.server.on('upgrade', closeAfterAnswer)
     await tracker.shutdown(options.shutdownGrace)
   })
 
   function attach (wss: WebSocketServer): void {
     context.wss = wss
-    // While closing, Fastify answers upgrades with its own 503 before any hook runs, and an
-    // upgrade socket is no longer the HTTP server's to close: without this, server.close()
-    // would wait on it forever.
-    fastify.server.on('upgrade', (_request: unknown, socket: Duplex) => {
-      if (!context.closing || socket.writableEnded) return
-      socket.end()
-      socket.once('finish', () => socket.destroy())
-    })
+
     wss.on('connection', (socket: WebSocket, raw: FastifyRequest['raw'] & { [kHandshake]?: HandshakeState }) => {
       const state = raw[kHandshake]
       if (state?.context !== context) return
@@ -75,6 +72,12 @@ export function createLifecycle (fastify: FastifyInstance, options: NormalizedOp
     })
   }
   return { context, stats, tracker, attach }
+}
+
+function closeAfterAnswer (_request: unknown, socket: Duplex): void {
+  if (socket.writableEnded) return
+  socket.end()
+  socket.once('finish', () => socket.destroy())
 }
 
 export interface Lifecycle {
