@@ -25,7 +25,7 @@ const plugin: FastifyPluginAsync<WsGuardOptions> = async function wsGuard (fasti
   fastify.decorateRequest('wsUser', null)
   fastify.decorateRequest('wsRefresh', wsRefresh)
   fastify.decorate('wsRoute', declareWebSocketRoute as unknown as WsRouteMethod)
-  fastify.decorate('wsGuard', { stats: () => lifecycle.stats.snapshot() })
+  fastify.decorate('wsGuard', { stats: () => lifecycle.stats.snapshot(lifecycle.tracker.open.size) })
   fastify.addHook('onRoute', createRouteGuard(normalized, lifecycle.context, lifecycle.tracker))
 }
 

@@ -86,7 +86,6 @@ export class ConnectionTracker {
     const guarded = socket as GuardedSocket
     guarded[kConnection] = connection
     this.open.add(connection)
-    this.#stats.open++
     this.#stats.accepted++
     const { settings } = state
     socket.on('close', onClose)
@@ -138,8 +137,10 @@ export class ConnectionTracker {
     }
     if (heartbeat !== undefined && now >= connection.nextPing) {
       connection.socket.ping()
-      // From the previous ping, not from this tick: the rate holds and pings stay spread.
-      connection.nextPing = Math.max(connection.nextPing + heartbeat.pingInterval, now)
+      // From the previous ping, not from this tick: the rate holds and pings stay spread,
+      // each connection keeping its phase even after an event-loop stall.
+      const interval = heartbeat.pingInterval
+      connection.nextPing += (Math.floor((now - connection.nextPing) / interval) + 1) * interval
     }
     this.#reschedule(connection, now)
   }
@@ -170,7 +171,6 @@ export class ConnectionTracker {
   closed (connection: Connection, code: number): void {
     this.wheel.remove(connection)
     this.open.delete(connection)
-    this.#stats.open--
     const reason = connection.closeReason ?? (connection.sawError ? 'error' : 'normal')
     this.#stats.closed[reason]++
     if (closedChannel.hasSubscribers) {

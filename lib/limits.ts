@@ -90,6 +90,6 @@ function settle (store: ConnectionStore, socket: Duplex, held: string[], rejecti
 }
 
 /** Applies `next` to a value or to a promise of it, staying synchronous for a sync store. */
-function step<T, R> (value: T | Promise<T>, next: (value: T) => R | Promise<R>): R | Promise<R> {
-  return value instanceof Promise ? value.then(next) : next(value)
+function step<T, R> (value: T | PromiseLike<T>, next: (value: T) => R | Promise<R>): R | Promise<R> {
+  return typeof (value as PromiseLike<T> | undefined)?.then === 'function' ? Promise.resolve(value).then(next) : next(value as T)
 }

@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import { RefreshUnavailableError, TokenInvalidError, type GuardError } from './errors.js'
+import { RefreshUnavailableError, TokenInvalidError, TokenRevokedError, type GuardError } from './errors.js'
 import type { HandshakeState } from './guard.js'
 import { closeReasonFor } from './reject.js'
 import { kHandshake } from './symbols.js'
@@ -19,7 +19,7 @@ export async function wsRefresh (this: FastifyRequest, token: string): Promise<v
   let error: GuardError | undefined
   if (claims instanceof Error) error = claims
   else if (claims.sub !== state!.user?.sub) error = new TokenInvalidError('the fresh token is for another subject')
-  else if (auth.isRevoked !== undefined && await auth.isRevoked(claims, this) !== false) error = new TokenInvalidError('the fresh token is revoked')
+  else if (auth.isRevoked !== undefined && await auth.isRevoked(claims, this) !== false) error = new TokenRevokedError()
   if (error !== undefined) {
     connection.close('tokenExpired', 4401, closeReasonFor(error))
     throw error

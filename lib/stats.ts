@@ -32,9 +32,8 @@ export const acceptedChannel = channel(channels.accepted)
 export const rejectedChannel = channel(channels.rejected)
 export const closedChannel = channel(channels.closed)
 
-/** Counters of one plugin instance. */
+/** Counters of one plugin instance; the open count is the tracker's, not kept twice. */
 export class StatsCounter {
-  open = 0
   accepted = 0
   readonly rejected: Record<string, number> = {}
   readonly closed: Record<CloseReason, number> = { normal: 0, heartbeatTimeout: 0, writeDeadline: 0, tokenExpired: 0, shutdown: 0, limit: 0, error: 0 }
@@ -43,7 +42,7 @@ export class StatsCounter {
     this.rejected[code] = (this.rejected[code] ?? 0) + 1
   }
 
-  snapshot (): WsGuardStats {
-    return { open: this.open, accepted: this.accepted, rejected: { ...this.rejected }, closed: { ...this.closed } }
+  snapshot (open: number): WsGuardStats {
+    return { open, accepted: this.accepted, rejected: { ...this.rejected }, closed: { ...this.closed } }
   }
 }
