@@ -2,13 +2,15 @@ import type { ServerOptions } from 'ws'
 import { normalizeAuth, type AuthSettings, type WsGuardAuthOptions } from './auth/options.js'
 import { InvalidOptionError } from './errors.js'
 import { MemoryStore, type ConnectionStore } from './limits.js'
-import { compileOrigins, describe, type OriginOption, type OriginSettings } from './origin.js'
+import { compileOrigins, type OriginOption, type OriginSettings } from './origin.js'
 import {
   assertKnownKeys,
   assertPlainObject,
+  describe,
   optionalBoolean,
   optionalInteger,
-  optionalOneOf
+  optionalOneOf,
+  tokenShape
 } from './validate.js'
 
 /** Settings that apply plugin-wide and can be overridden per route with `config.wsGuard`. */
@@ -101,9 +103,6 @@ const routeKeys = [
 ] as const
 const pluginOnlyKeys = ['websocket', 'maxConnections', 'store', 'shutdownGrace'] as const
 const pluginKeys = [...routeKeys, ...pluginOnlyKeys]
-
-// RFC 7230 token characters: what a subprotocol name may contain.
-const tokenShape = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 
 export interface NormalizedOptions {
   readonly websocket: ServerOptions

@@ -1,5 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import { InvalidOptionError } from './errors.js'
+import { describe } from './validate.js'
 
 /** A function that decides whether a (normalized) Origin may open a WebSocket. */
 export type OriginPredicate = (origin: string, request: FastifyRequest) => boolean | Promise<boolean>
@@ -130,13 +131,6 @@ export function isSameOrigin (origin: ParsedOrigin, hostHeader: string | undefin
     host = host.slice(0, -defaultPort.length - 1)
   }
   return host === (origin.port === '' ? origin.host : origin.host + ':' + origin.port)
-}
-
-export function describe (value: unknown): string {
-  if (value === null) return 'null'
-  if (Array.isArray(value)) return 'an array'
-  if (value instanceof RegExp) return 'a RegExp'
-  return typeof value === 'string' ? `the string "${value}"` : typeof value
 }
 
 /** Origin settings of one route, after normalization. */

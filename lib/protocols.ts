@@ -3,8 +3,7 @@ import type { WebSocketServer } from 'ws'
 import { bearerPrefix } from './auth/token-sources.js'
 import { InvalidProtocolHeaderError, ProtocolRequiredError, UnsupportedProtocolError, type GuardError } from './errors.js'
 import { kHandshake } from './symbols.js'
-
-const tokenShape = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
+import { tokenShape } from './validate.js'
 
 /** The subprotocols a client offered, in its order; an error when the header is malformed. */
 export function parseOfferedProtocols (header: string | undefined): string[] | GuardError {

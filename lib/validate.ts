@@ -1,5 +1,4 @@
 import { InvalidOptionError } from './errors.js'
-import { describe } from './origin.js'
 
 /*
  * Small assertions for option validation at registration. Each failure says which option,
@@ -48,3 +47,14 @@ export function optionalFunction<T> (value: unknown, name: string): T | undefine
   if (typeof value !== 'function') throw new InvalidOptionError(`${name} must be a function, got ${describe(value)}`)
   return value as T
 }
+
+/** How a wrong option value is named in a message. */
+export function describe (value: unknown): string {
+  if (value === null) return 'null'
+  if (Array.isArray(value)) return 'an array'
+  if (value instanceof RegExp) return 'a RegExp'
+  return typeof value === 'string' ? `the string "${value}"` : typeof value
+}
+
+/** RFC 7230 token characters: subprotocol names, cookie and query parameter names. */
+export const tokenShape = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/

@@ -1,42 +1,15 @@
 import { createHash } from 'node:crypto'
-import type { IncomingMessage } from 'node:http'
 import { once } from 'node:events'
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
 import { Readable } from 'node:stream'
 import Fastify from 'fastify'
 import { test, type Test } from 'tap'
-import { WebSocketServer, type ServerOptions, type WebSocket } from 'ws'
-import { runDoctor, type Report, type StageName, type StageResult, type Verdict } from '../lib/doctor/index.js'
+import { doctor, doctorText, expect, stage, wsServer, type Run } from './doctor-helpers.js'
 
 /*
  * Every answer the upgrade and listen stages interpret, from servers on loopback: raw TCP
  * servers that write exactly the bytes under test, and ws servers for the frames after a 101.
  */
-
-interface Run { code: number, report: Report, json: string }
-
-async function doctor (args: readonly string[]): Promise<Run> {
-  const out: string[] = []
-  const code = await runDoctor([...args, '--json'], { stdout: { write: (s: string) => out.push(s) }, stderr: { write: () => {} }, env: {} })
-  const json = out.join('')
-  return { code, report: JSON.parse(json) as Report, json }
-}
-
-async function doctorText (args: readonly string[]): Promise<string> {
-  const out: string[] = []
-  await runDoctor(args, { stdout: { write: (s: string) => out.push(s) }, stderr: { write: () => {} }, env: {} })
-  return out.join('')
-}
-
-function stage (run: Run, name: StageName): StageResult {
-  return run.report.stages.find((result) => result.stage === name)!
-}
-
-function expect (t: Test, run: Run, name: StageName, verdict: Verdict, exitCode: number): void {
-  t.equal(stage(run, name).verdict, verdict, `${name}: ${verdict}`)
-  t.equal(run.code, exitCode, `exit ${exitCode}`)
-  t.equal(run.report.exitCode, exitCode)
-}
 
 interface RawRequest { path: string, headers: Record<string, string>, accept: string }
 
@@ -67,17 +40,6 @@ async function rawServer (t: Test, respond: (socket: Socket, request: RawRequest
     server.close()
   })
   return (server.address() as AddressInfo).port
-}
-
-async function wsServer (t: Test, options: ServerOptions, onConnection: (socket: WebSocket, request: IncomingMessage) => void): Promise<number> {
-  const wss = new WebSocketServer({ port: 0, host: '127.0.0.1', ...options })
-  wss.on('connection', onConnection)
-  await once(wss, 'listening')
-  t.teardown(async () => {
-    for (const client of wss.clients) client.terminate()
-    await new Promise((resolve) => wss.close(resolve))
-  })
-  return (wss.address() as AddressInfo).port
 }
 
 const empty = 'Content-Length: 0\r\n\r\n'
@@ -159,7 +121,7 @@ test('refusal bodies: chunked, until close, long, and an unknown guard code (exi
   expect(t, future, 'upgrade', 'fail', 7)
   t.match(stage(future, 'upgrade').findings, [{ code: 'FST_WS_GUARD_FROM_THE_FUTURE', cause: /a code this doctor does not know/ }])
   t.equal(stage(future, 'upgrade').data.body, '{"code":"FST_WS_GUARD_FROM_THE_FUTURE", "message":"a b"}')
-  const text = await doctorText([`ws://127.0.0.1:${raw}/`])
+  const { text } = await doctorText([`ws://127.0.0.1:${raw}/`])
   t.match(text, /< server: \?\[31mevil\n/, 'control characters from the server are masked')
 })
 

@@ -1,6 +1,6 @@
 import { test, type Test } from 'tap'
 import wsGuard from '../index.js'
-import { runDoctor, type Report, type StageName, type StageResult, type Verdict } from '../lib/doctor/index.js'
+import { doctor as runDoctorJson, expect, stage, type Run } from './doctor-helpers.js'
 import { startNginx, websocketLocation } from './e2e/nginx.js'
 import { startApp } from './helpers.js'
 
@@ -9,23 +9,7 @@ import { startApp } from './helpers.js'
  * that drops the upgrade headers, an upstream that is down, and the correct config.
  */
 
-interface Run { code: number, report: Report }
-
-async function doctor (args: readonly string[]): Promise<Run> {
-  const out: string[] = []
-  const code = await runDoctor([...args, '--json', '--timeout', '1000'], { stdout: { write: (s: string) => out.push(s) }, stderr: { write: () => {} }, env: {} })
-  return { code, report: JSON.parse(out.join('')) as Report }
-}
-
-function stage (run: Run, name: StageName): StageResult {
-  return run.report.stages.find((result) => result.stage === name)!
-}
-
-function expect (t: Test, run: Run, name: StageName, verdict: Verdict, exitCode: number): void {
-  t.equal(stage(run, name).verdict, verdict, `${name}: ${verdict}`)
-  t.equal(run.code, exitCode, `exit ${exitCode}`)
-  t.equal(run.report.exitCode, exitCode)
-}
+const doctor = async (args: readonly string[]): Promise<Run> => await runDoctorJson([...args, '--timeout', '1000'])
 
 async function guardedApp (t: Test): Promise<number> {
   const { port } = await startApp(t, async (app) => {

@@ -9,7 +9,7 @@ import { createServer as createTlsServer } from 'node:tls'
 import { test, type Test } from 'tap'
 import { WebSocketServer } from 'ws'
 import wsGuard from '../index.js'
-import { runDoctor, type Report, type StageName, type StageResult, type Verdict } from '../lib/doctor/index.js'
+import { doctor as runDoctorJson, expect, stage, type Run } from './doctor-helpers.js'
 import { startApp } from './helpers.js'
 
 /*
@@ -61,23 +61,7 @@ function pair (name: string): { key: Buffer, cert: Buffer } {
   return { key: readFileSync(join(dir, `${name}.key`)), cert: readFileSync(join(dir, `${name}.pem`)) }
 }
 
-interface Run { code: number, report: Report }
-
-async function doctor (args: readonly string[]): Promise<Run> {
-  const out: string[] = []
-  const code = await runDoctor([...args, '--json', '--timeout', '1000', '--listen', '0'], { stdout: { write: (s: string) => out.push(s) }, stderr: { write: () => {} }, env: {} })
-  return { code, report: JSON.parse(out.join('')) as Report }
-}
-
-function stage (run: Run, name: StageName): StageResult {
-  return run.report.stages.find((result) => result.stage === name)!
-}
-
-function expect (t: Test, run: Run, name: StageName, verdict: Verdict, exitCode: number): void {
-  t.equal(stage(run, name).verdict, verdict, `${name}: ${verdict}`)
-  t.equal(run.code, exitCode, `exit ${exitCode}`)
-  t.equal(run.report.exitCode, exitCode)
-}
+const doctor = async (args: readonly string[]): Promise<Run> => await runDoctorJson([...args, '--timeout', '1000', '--listen', '0'])
 
 async function listening (t: Test, server: Server): Promise<number> {
   server.listen(0, '127.0.0.1')

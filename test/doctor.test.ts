@@ -4,11 +4,10 @@ import { connect, createServer, type AddressInfo, type Socket } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import Fastify from 'fastify'
 import { SignJWT } from 'jose'
-import { test, type Test } from 'tap'
-import { WebSocketServer, type ServerOptions, type WebSocket } from 'ws'
+import { test } from 'tap'
 import wsGuard from '../index.js'
-import { runDoctor, type Report, type StageName, type StageResult, type Verdict } from '../lib/doctor/index.js'
 import { connectTcp } from '../lib/doctor/tcp.js'
+import { doctor, doctorText, expect, stage, wsServer } from './doctor-helpers.js'
 import { startApp } from './helpers.js'
 
 /*
@@ -17,32 +16,6 @@ import { startApp } from './helpers.js'
  * close while listening, a server that echoes the token.
  */
 
-interface Run { code: number, report: Report, json: string }
-
-async function doctor (args: readonly string[], env: Record<string, string> = {}): Promise<Run> {
-  const out: string[] = []
-  const code = await runDoctor([...args, '--json'], { stdout: { write: (s: string) => out.push(s) }, stderr: { write: () => {} }, env })
-  const json = out.join('')
-  return { code, report: JSON.parse(json) as Report, json }
-}
-
-async function doctorText (args: readonly string[], env: Record<string, string> = {}): Promise<{ code: number, text: string }> {
-  const out: string[] = []
-  const code = await runDoctor(args, { stdout: { write: (s: string) => out.push(s) }, stderr: { write: () => {} }, env })
-  return { code, text: out.join('') }
-}
-
-function stage (run: Run, name: StageName): StageResult {
-  return run.report.stages.find((result) => result.stage === name)!
-}
-
-/** The stage's verdict and the exit code, in the process's answer and in the report. */
-function expect (t: Test, run: Run, name: StageName, verdict: Verdict, exitCode: number): void {
-  t.equal(stage(run, name).verdict, verdict, `${name}: ${verdict}`)
-  t.equal(run.code, exitCode, `exit ${exitCode}`)
-  t.equal(run.report.exitCode, exitCode)
-}
-
 async function freePort (): Promise<number> {
   const server = createServer().listen(0, '127.0.0.1')
   await once(server, 'listening')
@@ -50,17 +23,6 @@ async function freePort (): Promise<number> {
   server.close()
   await once(server, 'close')
   return port
-}
-
-async function wsServer (t: Test, options: ServerOptions, onConnection: (socket: WebSocket) => void = () => {}, host = '127.0.0.1'): Promise<number> {
-  const wss = new WebSocketServer({ port: 0, host, ...options })
-  wss.on('connection', onConnection)
-  await once(wss, 'listening')
-  t.teardown(async () => {
-    for (const client of wss.clients) client.terminate()
-    await new Promise((resolve) => wss.close(resolve))
-  })
-  return (wss.address() as AddressInfo).port
 }
 
 const secret = 'doctor-test-secret-0123456789-abcdefghijklmnop'

@@ -1,15 +1,13 @@
 import { randomBytes } from 'node:crypto'
-import { test, type Test } from 'tap'
-import wsGuard from '../index.js'
+import { test } from 'tap'
 import {
   assertRefusal,
-  countingEcho,
+  guardedApp,
   handshake,
   nextMessage,
   openClient,
   rawExchange,
-  rawHead,
-  startApp
+  rawHead
 } from './helpers.js'
 
 const nginxFix = 'proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";'
@@ -17,15 +15,6 @@ const nginxFix = 'proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade
 /** A plain HTTP request (no upgrade) with the given extra header lines. */
 function plainRequest (path: string, lines: string[] = []): string {
   return ['GET ' + path + ' HTTP/1.1', 'Host: 127.0.0.1', ...lines].join('\r\n') + '\r\n\r\n'
-}
-
-async function guardedApp (t: Test) {
-  const echo = countingEcho()
-  const started = await startApp(t, async (app) => {
-    await app.register(wsGuard)
-    app.wsRoute('/ws', echo.handler)
-  })
-  return { ...started, echo }
 }
 
 test('a valid handshake from the ws client is upgraded and reaches the handler once', async (t) => {

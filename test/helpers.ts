@@ -5,6 +5,7 @@ import { Writable } from 'node:stream'
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify'
 import WebSocket, { type ClientOptions } from 'ws'
 import type { Test } from 'tap'
+import wsGuard, { type WsGuardOptions } from '../index.js'
 
 /** Log lines an app wrote, parsed. */
 export class LogCapture extends Writable {
@@ -295,4 +296,14 @@ export async function startAppClosingWithin (t: Test, ms: number, setup: (app: F
   const address = app.server.address()
   const port = typeof address === 'object' && address !== null ? address.port : 0
   return { app, port, logs, url: (path) => `ws://127.0.0.1:${port}${path}` }
+}
+
+/** An app with the guard registered with `options` and one counting echo route at /ws. */
+export async function guardedApp (t: Test, options: WsGuardOptions = {}, serverOptions: FastifyServerOptions = {}): Promise<StartedApp & { echo: ReturnType<typeof countingEcho> }> {
+  const echo = countingEcho()
+  const started = await startApp(t, async (app) => {
+    await app.register(wsGuard, options)
+    app.wsRoute('/ws', echo.handler)
+  }, serverOptions)
+  return { ...started, echo }
 }

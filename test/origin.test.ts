@@ -1,28 +1,18 @@
 import { test, type Test } from 'tap'
 import type { FastifyRequest } from 'fastify'
 import type { ClientOptions } from 'ws'
-import wsGuard, { type WsGuardOptions } from '../index.js'
-import { checkOrigin, compileOrigins, describe, isSameOrigin, listAllows, parseOrigin, type OriginPolicy } from '../lib/origin.js'
+import { checkOrigin, compileOrigins, isSameOrigin, listAllows, parseOrigin, type OriginPolicy } from '../lib/origin.js'
+import { describe } from '../lib/validate.js'
 import {
   assertRefusal,
-  countingEcho,
+  guardedApp,
   guardLines,
   handshake,
   rawExchange,
-  startApp,
   tryConnect,
   type RefusalBody,
   type StartedApp
 } from './helpers.js'
-
-async function guardedApp (t: Test, options: WsGuardOptions = {}, serverOptions = {}) {
-  const echo = countingEcho()
-  const started = await startApp(t, async (app) => {
-    await app.register(wsGuard, options)
-    app.wsRoute('/ws', echo.handler)
-  }, serverOptions)
-  return { ...started, echo }
-}
 
 /** Connects with `origin` (or none when undefined) and asserts the upgrade succeeded. */
 async function assertAllowed (t: Test, app: StartedApp, origin: string | undefined, options: ClientOptions = {}): Promise<void> {

@@ -6,14 +6,14 @@ import wsGuard, {
   HandshakeTimeoutError,
   InternalError,
   OriginNotAllowedError,
-  UnsupportedProtocolError,
-  type WsGuardOptions
+  UnsupportedProtocolError
 } from '../index.js'
 import { closeCodeFor, closeReasonFor } from '../lib/reject.js'
 import {
   assertRefusal,
   closeOf,
   countingEcho,
+  guardedApp,
   guardLines,
   handshake,
   openClient,
@@ -25,15 +25,6 @@ import {
   tryConnectWithin,
   type Outcome
 } from './helpers.js'
-
-async function guardedApp (t: Test, options: WsGuardOptions) {
-  const echo = countingEcho()
-  const started = await startApp(t, async (app) => {
-    await app.register(wsGuard, options)
-    app.wsRoute('/ws', echo.handler)
-  })
-  return { ...started, echo }
-}
 
 function assertClosed (t: Test, outcome: Outcome, code: number, reason: string): void {
   if (outcome.kind === 'open') outcome.socket.terminate()

@@ -1,12 +1,13 @@
 import { once } from 'node:events'
 import { connect } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { test, type Test } from 'tap'
+import { test } from 'tap'
 import type { FastifyInstance } from 'fastify'
-import wsGuard, { type WsGuardOptions } from '../index.js'
+import wsGuard from '../index.js'
 import {
   assertRefusal,
   countingEcho,
+  guardedApp,
   deferred,
   guardLines,
   handshake,
@@ -16,15 +17,6 @@ import {
   startApp,
   tryConnect
 } from './helpers.js'
-
-async function guardedApp (t: Test, options: WsGuardOptions) {
-  const echo = countingEcho()
-  const started = await startApp(t, async (app) => {
-    await app.register(wsGuard, options)
-    app.wsRoute('/ws', echo.handler)
-  })
-  return { ...started, echo }
-}
 
 /** Polls until the server holds no connection, at most `ms`; returns the last count. */
 async function drained (app: FastifyInstance, ms = 500): Promise<number> {

@@ -2,8 +2,7 @@ import { createPublicKey, KeyObject, webcrypto, type JsonWebKey as NodeJsonWebKe
 import { types } from 'node:util'
 import { createRemoteJWKSet, type JWK, type JWTVerifyGetKey } from 'jose'
 import { InvalidOptionError } from '../errors.js'
-import { describe } from '../origin.js'
-import { assertKnownKeys, assertPlainObject, optionalInteger } from '../validate.js'
+import { assertKnownKeys, assertPlainObject, describe, optionalInteger } from '../validate.js'
 
 /** Where verification keys come from; exactly one per auth configuration. */
 export interface KeySourceOptions {

@@ -2,8 +2,7 @@ import type { FastifyRequest } from 'fastify'
 import type { JWTPayload, JWTVerifyOptions } from 'jose'
 import type { WsUser } from '../types.js'
 import { InvalidOptionError } from '../errors.js'
-import { describe } from '../origin.js'
-import { assertKnownKeys, assertPlainObject, optionalBoolean, optionalFunction, optionalInteger } from '../validate.js'
+import { assertKnownKeys, assertPlainObject, describe, optionalBoolean, optionalFunction, optionalInteger, tokenShape } from '../validate.js'
 import { checkAlgorithms, createKeySource, keySourceKeys, type KeySource, type KeySourceOptions } from './keys.js'
 import { VerifiedTokenCache } from './token-cache.js'
 import type { TokenSource, TokenSourceSettings } from './token-sources.js'
@@ -74,7 +73,6 @@ const authKeys = [
   'realm', 'authorize', 'isRevoked', 'cache', 'closeOnExpiry'
 ] as const
 const sourceNames: readonly string[] = ['header', 'protocol', 'cookie', 'query']
-const paramShape = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/
 
 /**
  * Validates `auth` once. A route's `auth` merges over the plugin's: a route that names its own
@@ -162,7 +160,7 @@ function sameVerification (a: Readonly<Record<string, unknown>>, b: Readonly<Rec
 
 function param (value: unknown, name: string): string {
   if (value === undefined) return 'access_token'
-  if (typeof value !== 'string' || !paramShape.test(value)) throw new InvalidOptionError(`${name} must be a non-empty name without spaces, got ${describe(value)}`)
+  if (typeof value !== 'string' || !tokenShape.test(value)) throw new InvalidOptionError(`${name} must be a non-empty name without spaces, got ${describe(value)}`)
   return value
 }
 
