@@ -11,7 +11,7 @@ const originHeader = `Origin: ${allowedOrigin}\r\n`
 const badOriginHeader = 'Origin: https://evil.example\r\n'
 const bearer = (token: string): string => `Authorization: Bearer ${token}\r\n`
 
-export type ServerKey = 'bare' | 'origin' | 'hs256' | 'es256' | 'jwks'
+export type ServerKey = 'bare' | 'origin' | 'hs256' | 'es256' | 'jwks' | 'jose-hs256' | 'jose-es256'
 
 export interface HandshakeCase {
   readonly id: string
@@ -68,13 +68,16 @@ export async function prepareFixtures (handshakesPerCase: number, idleConnection
     origin: { name: 'guard-origin', kind: 'guard', origins: [allowedOrigin] },
     hs256: { name: 'guard-hs256', kind: 'guard', origins: [allowedOrigin], auth: { secret } },
     es256: { name: 'guard-es256', kind: 'guard', origins: [allowedOrigin], auth: { publicKey } },
-    jwks: { name: 'guard-jwks', kind: 'guard', origins: [allowedOrigin], auth: { jwksUrl: jwks.url } }
+    jwks: { name: 'guard-jwks', kind: 'guard', origins: [allowedOrigin], auth: { jwksUrl: jwks.url } },
+    'jose-hs256': { name: 'jose-hs256', kind: 'jose', auth: { secret } },
+    'jose-es256': { name: 'jose-es256', kind: 'jose', auth: { publicKey } }
   }
 
   const hs = hs256Signer(secret)
   const es = es256Signer(ec.privateKey)
   const esKid = es256Signer(ec.privateKey, kid)
-  const count = handshakesPerCase + 256
+  // Two cases draw from each fresh set: the guard's and the naive reference's.
+  const count = 2 * handshakesPerCase + 512
   const hsFresh = freshTokens(mintTokens(hs, count, 'hs'))
   const esFresh = freshTokens(mintTokens(es, count, 'es'))
   const jwksFresh = freshTokens(mintTokens(esKid, count, 'jwks'))
@@ -88,6 +91,8 @@ export async function prepareFixtures (handshakesPerCase: number, idleConnection
     { id: 'origin', label: 'guard, origin check only', server: 'origin', accepted: true, requestFor: accept(() => originHeader) },
     { id: 'hs256', label: 'guard + HS256, fresh tokens', server: 'hs256', accepted: true, requestFor: accept(() => originHeader + bearer(hsFresh())) },
     { id: 'es256', label: 'guard + ES256, fresh tokens', server: 'es256', accepted: true, requestFor: accept(() => originHeader + bearer(esFresh())) },
+    { id: 'jose-hs256', label: 'reference: bare + jwtVerify hook, HS256', server: 'jose-hs256', accepted: true, requestFor: accept(() => originHeader + bearer(hsFresh())) },
+    { id: 'jose-es256', label: 'reference: bare + jwtVerify hook, ES256', server: 'jose-es256', accepted: true, requestFor: accept(() => originHeader + bearer(esFresh())) },
     { id: 'es256-cached', label: 'guard + ES256, one token (cache hit)', server: 'es256', accepted: true, requestFor: accept(() => originHeader + bearer(reused!)) },
     { id: 'jwks', label: 'guard + JWKS (ES256), fresh tokens', server: 'jwks', accepted: true, requestFor: accept(() => originHeader + bearer(jwksFresh())) },
     { id: 'reject-origin', label: 'refused: bad origin (HS256 route)', server: 'hs256', accepted: false, requestFor: () => ({ headers: badOriginHeader + bearer(valid!), expectStatus: 403 }) },

@@ -4,12 +4,14 @@ export interface ServerConfig {
   readonly name: string
   /**
    * `bare`: @fastify/websocket alone; `guard`: the built plugin; `timer`: bare plus the naive
-   * heartbeat (one `setInterval` per connection), the reference the timer wheel is held against.
+   * heartbeat (one `setInterval` per connection), the reference the timer wheel is held against;
+   * `jose`: bare plus a naive async `onRequest` hook that reads the Bearer header and awaits
+   * `jose.jwtVerify`, the floor any jose-based guard stands on.
    */
-  readonly kind: 'bare' | 'guard' | 'timer'
+  readonly kind: 'bare' | 'guard' | 'timer' | 'jose'
   /** Guard only: the allowed origins. */
   readonly origins?: readonly string[]
-  /** Guard only: how tokens are verified; none for the origin-only guard. */
+  /** Guard and jose: how tokens are verified; none for the origin-only guard. */
   readonly auth?: { readonly secret: string } | { readonly publicKey: string } | { readonly jwksUrl: string }
   /**
    * Guard only: the heartbeat option (`undefined` keeps the plugin's default, 30 s pings). The

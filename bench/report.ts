@@ -1,5 +1,5 @@
 /*
- * The budgets of issue 7, checked against a run, and the readable tables.
+ * The budgets, checked against a run, and the readable tables.
  */
 import type { CaseResult } from './handshakes.js'
 import type { IdleResult } from './idle.js'
@@ -72,6 +72,38 @@ export function checkBudgets (handshakes: readonly CaseResult[], idle: readonly 
     }
   }
   return checks
+}
+
+/** The guard's cases beside the naive jose hook verifying the same tokens: what the guard adds on top of jose. */
+const joseReferences: Record<string, string> = { hs256: 'jose-hs256', es256: 'jose-es256' }
+
+export interface ReferenceComparison {
+  readonly id: string
+  readonly reference: string
+  /** Median server CPU per handshake, µs. */
+  readonly guardUs: number
+  readonly referenceUs: number
+  readonly bareUs: number
+}
+
+export function compareToJose (handshakes: readonly CaseResult[]): ReferenceComparison[] {
+  const bare = handshakes.find((result) => result.id === 'bare')?.summary
+  const comparisons: ReferenceComparison[] = []
+  for (const [id, reference] of Object.entries(joseReferences)) {
+    const guard = handshakes.find((result) => result.id === id)?.summary
+    const naive = handshakes.find((result) => result.id === reference)?.summary
+    if (guard === undefined || naive === undefined || bare === undefined) continue
+    comparisons.push({ id, reference, guardUs: guard.cpuUs.median, referenceUs: naive.cpuUs.median, bareUs: bare.cpuUs.median })
+  }
+  return comparisons
+}
+
+export function referenceTable (comparisons: readonly ReferenceComparison[]): string {
+  const rows: string[][] = [['case', 'bare µs/hs', 'jose hook µs/hs', 'guard µs/hs', 'jose adds', 'guard adds over jose']]
+  for (const c of comparisons) {
+    rows.push([c.id, int(c.bareUs), int(c.referenceUs), int(c.guardUs), `${int(c.referenceUs - c.bareUs)} µs`, `${int(c.guardUs - c.referenceUs)} µs`])
+  }
+  return table(rows)
 }
 
 function verdict (checks: readonly BudgetCheck[], id: string): string {

@@ -17,7 +17,7 @@ import { runHandshakeSuite, type CaseResult, type Log } from './handshakes.js'
 import { runHeapAttribution } from './heap.js'
 import { runIdleCase, type IdleResult } from './idle.js'
 import { runProfiles } from './profile.js'
-import { budgetTable, checkBudgets, handshakeTable, idleTable } from './report.js'
+import { budgetTable, checkBudgets, compareToJose, handshakeTable, idleTable, referenceTable } from './report.js'
 import { int } from './stats.js'
 
 const usage = `Usage: npm run bench -- [options]
@@ -26,8 +26,9 @@ const usage = `Usage: npm run bench -- [options]
   --json               print the results as JSON on stdout (progress goes to stderr)
   --check              exit with 1 when a budget fails
   --save FILE          also write the JSON results to FILE
-  --cases a,b          handshake cases to run (ids: bare, origin, hs256, es256, es256-cached, jwks,
-                       reject-origin, reject-missing, reject-badsig); bare is always added
+  --cases a,b          handshake cases to run (ids: bare, origin, hs256, jose-hs256, es256, jose-es256,
+                       es256-cached, jwks, reject-origin, reject-missing, reject-badsig); bare is always
+                       added; jose-*: the reference, bare plus a naive jwtVerify onRequest hook
   --idle a,b           idle cases to run (idle-bare, idle-guard, idle-guard-hs256, idle-timer,
                        ping-guard, ping-timer); idle-bare is always added
   --skip-handshakes    only the idle suite
@@ -158,7 +159,7 @@ async function main (): Promise<void> {
     (placement.pinned ? `servers on CPU ${placement.serverCpu}, load generator on CPU ${placement.clientCpu}` : 'not pinned (no taskset or one CPU)') +
     `; file descriptors: ${process.env.WS_GUARD_BENCH_LOADGEN === '1' ? 'raised' : 'as inherited'}`)
 
-  const caseIds = ['bare', 'origin', 'hs256', 'es256', 'es256-cached', 'jwks', 'reject-origin', 'reject-missing', 'reject-badsig']
+  const caseIds = ['bare', 'origin', 'hs256', 'jose-hs256', 'es256', 'jose-es256', 'es256-cached', 'jwks', 'reject-origin', 'reject-missing', 'reject-badsig']
   const idleIds = ['idle-bare', 'idle-guard', 'idle-guard-hs256', 'idle-timer', 'ping-guard', 'ping-timer']
   const perCase = settings.warmup + settings.repetitions * settings.handshakes
   const fixtures = await prepareFixtures(perCase, settings.connections, settings.warmup)
@@ -210,9 +211,10 @@ async function main (): Promise<void> {
     }
 
     const checks = checkBudgets(handshakes, idle)
+    const joseFloor = compareToJose(handshakes)
     host.loadAverageAtEnd = loadavg().map((value) => Number(value.toFixed(2)))
     const durationS = Math.round((Date.now() - started) / 1000)
-    const json = JSON.stringify({ mode, machine: host, settings, durationS, handshakes, idle, budgets: checks, jwksRequests: fixtures.jwks.requests() }, null, 2) + '\n'
+    const json = JSON.stringify({ mode, machine: host, settings, durationS, handshakes, idle, budgets: checks, joseFloor, jwksRequests: fixtures.jwks.requests() }, null, 2) + '\n'
     if (args.save !== undefined) writeFileSync(args.save, json)
     if (args.json) {
       process.stdout.write(json)
@@ -231,7 +233,10 @@ async function main (): Promise<void> {
         out.push('', `Idle connections: ${int(settings.connections)} per server, memory after GC, CPU and event-loop delay over ${settings.windowMs / 1000} s ` +
           '(own: each delay capped by the CPU the server used meanwhile, so time other processes held its CPU does not count)', '', idleTable(idle, checks))
       }
-      out.push('', 'Budgets (issue 7)', '', budgetTable(checks))
+      if (joseFloor.length > 0) {
+        out.push('', 'What jose alone costs: the naive jwtVerify hook against the guard, server CPU medians', '', referenceTable(joseFloor))
+      }
+      out.push('', 'Budgets', '', budgetTable(checks))
       process.stdout.write(out.join('\n') + '\n')
     }
     if (args.check && checks.some((check) => !check.pass)) process.exitCode = 1

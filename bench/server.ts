@@ -11,6 +11,7 @@ import { writeHeapSnapshot } from 'node:v8'
 import websocket from '@fastify/websocket'
 import Fastify, { type FastifyInstance } from 'fastify'
 import wsGuard, { type WsGuardOptions } from 'fastify-ws-guard'
+import { importSPKI, jwtVerify } from 'jose'
 import type { WebSocket } from 'ws'
 import { cpuDelta, type CpuSample, type HeapReply, type LoopReply, type MemoryReply, type ReadyMessage, type SampleReply, type ServerConfig, type ServerRequest } from './protocol.js'
 
@@ -33,6 +34,21 @@ function perConnectionTimer (socket: WebSocket, interval: number): void {
   socket.on('close', () => clearInterval(timer))
 }
 
+/** The reference: what a hand-written jose check in an async onRequest hook costs. */
+async function addNaiveJoseHook (app: FastifyInstance): Promise<void> {
+  const auth = config.auth!
+  const key = 'secret' in auth ? new TextEncoder().encode(auth.secret) : 'publicKey' in auth ? await importSPKI(auth.publicKey, 'ES256') : undefined
+  if (key === undefined) throw new Error('the jose reference takes a secret or a public key')
+  app.addHook('onRequest', async (request, reply) => {
+    const token = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1]
+    try {
+      await jwtVerify(token ?? '', key)
+    } catch {
+      return reply.code(401).send()
+    }
+  })
+}
+
 async function build (): Promise<FastifyInstance> {
   const app = Fastify({ logger: false })
   if (config.kind === 'guard') {
@@ -43,6 +59,7 @@ async function build (): Promise<FastifyInstance> {
     app.wsRoute('/ws', (socket) => echo(socket))
   } else {
     await app.register(websocket)
+    if (config.kind === 'jose') await addNaiveJoseHook(app)
     const interval = config.timerInterval
     app.get('/ws', { websocket: true }, (socket) => {
       echo(socket)
