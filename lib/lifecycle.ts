@@ -75,7 +75,8 @@ export function createLifecycle (fastify: FastifyInstance, options: NormalizedOp
 }
 
 function closeAfterAnswer (_request: unknown, socket: Duplex): void {
-  if (socket.writableEnded) return
+  // The guard's own refusals have closed or are closing their sockets already.
+  if (socket.writableEnded || socket.destroyed) return
   socket.end()
   socket.once('finish', () => socket.destroy())
 }

@@ -60,8 +60,14 @@ export function sendHttpRejection (request: FastifyRequest, reply: FastifyReply,
   let head = `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\ncontent-type: application/json; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\n`
   for (const name in headers) head += `${name}: ${headers[name]}\r\n`
   const socket = reply.raw.socket!
-  socket.end(head + '\r\n' + body)
-  // end() only half-closes: a client that keeps its side open must not hold the socket.
+  socket.write(head + '\r\n' + body)
+  // Once the kernel holds the answer, closing the descriptor sends it and the FIN: no
+  // shutdown() round trip, and a client that keeps its side open cannot hold the socket.
+  if (socket.writableLength === 0) {
+    socket.destroy()
+    return
+  }
+  socket.end()
   socket.once('finish', () => socket.destroy())
 }
 
