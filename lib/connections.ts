@@ -15,6 +15,7 @@ type GuardedSocket = WebSocket & { [kConnection]?: Connection, _socket?: { bytes
 export class Connection implements WheelEntry {
   due = 0
   slot = -1
+  index = -1
   /** Last time any frame arrived (wheel clock). */
   lastSeen: number
   nextPing: number
@@ -165,7 +166,7 @@ export class ConnectionTracker {
     connection.stuckSince = Date.now()
     connection.flushedMark = flushed(socket)
     const deadline = connection.stuckSince + writeDeadline
-    if (connection.slot === -1 || connection.due > deadline) this.wheel.schedule(connection, deadline)
+    if (connection.slot < 0 || connection.due > deadline) this.wheel.schedule(connection, deadline)
   }
 
   closed (connection: Connection, code: number): void {

@@ -99,6 +99,7 @@ export function createGuardHook (context: GuardContext, settings: RouteSettings,
 export class HandshakeRun implements WheelEntry {
   due = 0
   slot = -1
+  index = -1
   #onGone: (() => void) | undefined
   #settled = false
 

@@ -15,7 +15,7 @@ interface Call {
 }
 
 function entry (name: string): Entry {
-  return { name, due: 0, slot: -1 }
+  return { name, due: 0, slot: -1, index: -1 }
 }
 
 /** A wheel that records its callbacks. */
@@ -99,6 +99,30 @@ test('removed entries are never called', async (t) => {
   await waitFor(() => calls.length === 1, 'the kept entry')
   await sleep(60)
   t.same(calls.map((call) => call.name), ['kept'], 'only the kept entry ran')
+})
+
+test('a callback may remove or reschedule entries due on the same tick', async (t) => {
+  const calls: string[] = []
+  const first = entry('first')
+  const removed = entry('removed by first')
+  const moved = entry('moved by first')
+  const wheel = new TimerWheel<Entry>(10, 64, (e) => {
+    calls.push(e.name)
+    if (e !== first) return
+    wheel.remove(removed)
+    wheel.schedule(moved, Date.now() + 40)
+  })
+  const due = Date.now() + 30
+  wheel.schedule(first, due)
+  wheel.schedule(removed, due)
+  wheel.schedule(moved, due)
+  await waitFor(() => calls.length >= 1, 'the first callback')
+  t.same(calls, ['first'], 'neither the removed nor the moved entry runs on that tick')
+  t.equal(removed.slot, -1, 'the removed entry is unscheduled')
+  t.equal(wheel.size, 1, 'only the moved entry is left')
+  await waitFor(() => calls.length === 2, 'the moved entry')
+  t.same(calls, ['first', 'moved by first'], 'the moved entry runs once, at its new time')
+  t.equal(wheel.size, 0, 'nothing left')
 })
 
 test('an entry due in a later rotation waits for its turn', async (t) => {
