@@ -88,19 +88,22 @@ export class ConnectionTracker {
     guarded[kConnection] = connection
     this.open.add(connection)
     this.#stats.accepted++
-    const { settings } = state
-    socket.on('close', onClose)
-    socket.on('error', onError)
-    if (settings.heartbeat !== undefined) {
-      socket.on('message', onFrame)
-      socket.on('ping', onFrame)
-      socket.on('pong', onFrame)
-      // The first ping lands anywhere in the interval, so a burst of connections does not
-      // ping in one tick forever after.
-      connection.nextPing = now + Math.ceil(Math.random() * settings.heartbeat.pingInterval)
+    const { heartbeat } = state.settings
+    // Sockets of the guard's own ws server report their events and sends through their
+    // class (see GuardedWebSocket); others get listeners and an own send().
+    if (!(socket instanceof GuardedWebSocket)) {
+      socket.on('close', onClose)
+      socket.on('error', onError)
+      if (heartbeat !== undefined) {
+        socket.on('message', onFrame)
+        socket.on('ping', onFrame)
+        socket.on('pong', onFrame)
+      }
+      guarded.send = guardedSend as WebSocket['send']
     }
-    // Sockets made by the guard's own ws server check their buffer in send() already.
-    if (!(socket instanceof GuardedWebSocket)) guarded.send = guardedSend as WebSocket['send']
+    // The first ping lands anywhere in the interval, so a burst of connections does not
+    // ping in one tick forever after.
+    if (heartbeat !== undefined) connection.nextPing = now + Math.ceil(Math.random() * heartbeat.pingInterval)
     this.setExpiry(connection, state.user?.exp)
     return connection
   }
@@ -221,7 +224,7 @@ function flushed (socket: GuardedSocket): number {
   return raw.bytesWritten - raw.writableLength
 }
 
-// Shared listeners (`this` is the socket): no closure per connection.
+// Shared listeners for sockets of an app's own ws server (`this` is the socket): no closure per connection.
 function onClose (this: GuardedSocket, code: number): void {
   const connection = this[kConnection]!
   connection.tracker.closed(connection, code)
@@ -248,10 +251,32 @@ function guardedSend (this: GuardedSocket, ...args: unknown[]): void {
 }
 
 /**
- * The socket class of a ws server the guard registers itself: `send()` checks the outgoing
- * buffer without an own `send` property on every socket (memory at 10k+ connections).
+ * The socket class of a ws server the guard registers itself. `emit()` and `send()` do the
+ * bookkeeping that would otherwise take five listeners and an own `send` property on every
+ * socket: memory and setup time at 10k+ connections, and an array copy on every message
+ * emitted to more than one listener.
  */
 export class GuardedWebSocket extends WebSocket {
+  override emit (event: string | symbol, ...args: unknown[]): boolean {
+    const connection = (this as GuardedSocket)[kConnection]
+    if (connection !== undefined) {
+      switch (event) {
+        case 'message':
+        case 'ping':
+        case 'pong':
+          connection.lastSeen = connection.tracker.wheel.now
+          break
+        case 'close':
+          connection.tracker.closed(connection, args[0] as number)
+          break
+        case 'error':
+          connection.sawError = true
+          break
+      }
+    }
+    return super.emit(event, ...args)
+  }
+
   override send (...args: unknown[]): void {
     (originalSend as (...args: unknown[]) => void).apply(this, args)
     const connection = (this as GuardedSocket)[kConnection]

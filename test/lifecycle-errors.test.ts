@@ -1,4 +1,5 @@
 import { test } from 'tap'
+import websocket from '@fastify/websocket'
 import type WebSocket from 'ws'
 import wsGuard from '../index.js'
 import { countingEcho, nextMessage, openClient, startApp, tryConnect, type StartedApp } from './helpers.js'
@@ -60,4 +61,19 @@ test('a socket error (invalid UTF-8 in a text message) ends its connection, not 
   client.send(Buffer.from([0xff, 0xfe, 0xfd]), { binary: false })
   t.not((await closed).code, 1000, 'the connection ends abnormally')
   await assertSurvived(t, started, /WS_ERR_INVALID_UTF8|Invalid UTF-8/)
+})
+
+test('a socket error on a ws server the app registered itself is recorded too', async (t) => {
+  // Its sockets are plain ws sockets: the guard follows them with listeners, not its socket class.
+  const started = await startApp(t, async (app) => {
+    await app.register(websocket, { options: { maxPayload: 1024 } })
+    await app.register(wsGuard)
+    app.wsRoute('/failing', () => {})
+  })
+  const client = await openClient(t, started.url('/failing'))
+  const closed = whenClosed(client)
+  client.send(Buffer.alloc(2048))
+  t.not((await closed).code, 1000, 'the connection ends abnormally')
+  await waitFor(() => started.app.wsGuard.stats().open === 0, 'the connection to be counted closed')
+  t.equal(started.app.wsGuard.stats().closed.error, 1, 'recorded as an error')
 })
