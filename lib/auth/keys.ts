@@ -1,6 +1,6 @@
 import { createPublicKey, KeyObject, webcrypto, type JsonWebKey as NodeJsonWebKey } from 'node:crypto'
 import { types } from 'node:util'
-import { createRemoteJWKSet, type JWK, type JWTVerifyGetKey } from 'jose'
+import { createRemoteJWKSet, importSPKI, type JWK, type JWTVerifyGetKey } from 'jose'
 import { InvalidOptionError } from '../errors.js'
 import { assertKnownKeys, assertPlainObject, describe, optionalInteger } from '../validate.js'
 
@@ -96,7 +96,22 @@ function publicKeySource (publicKey: unknown, name: string): KeySource {
   if (key.type !== 'public') {
     throw new InvalidOptionError(`${name}.publicKey is a ${key.type} key; pass the public key (never a secret or private key)`)
   }
-  return { kind: 'publicKey', algorithms: algorithmsFor(key, name), resolve: () => key }
+  // One CryptoKey per algorithm, imported with jose on first use: handed a KeyObject, jose
+  // looks it up in a WeakMap and re-checks it on every verify.
+  const spki = key.export({ type: 'spki', format: 'pem' }) as string
+  const keys = new Map<string, Promise<CryptoKey>>()
+  return {
+    kind: 'publicKey',
+    algorithms: algorithmsFor(key, name),
+    resolve: ({ alg }) => {
+      let imported = keys.get(alg)
+      if (imported === undefined) {
+        imported = importSPKI(spki, alg)
+        keys.set(alg, imported)
+      }
+      return imported
+    }
+  }
 }
 
 /** The algorithms a public key verifies; a key no supported algorithm can use fails registration. */
