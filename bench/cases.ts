@@ -103,7 +103,8 @@ export async function prepareFixtures (handshakesPerCase: number, idleConnection
   // Every idle case sends the same request, a distinct token included, whether its server
   // reads it or not: a connection retains its request, so only then do sizes compare.
   const idleRequests = (id: string): () => string => {
-    const next = freshTokens(mintTokens(hs, idleConnections + warmupPerServer + 256, id))
+    // Twice: the ping cases run once alone, once side by side.
+    const next = freshTokens(mintTokens(hs, 2 * (idleConnections + warmupPerServer) + 256, id))
     return () => originHeader + bearer(next())
   }
   const idleCases: IdleCase[] = [

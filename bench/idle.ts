@@ -1,7 +1,8 @@
 /*
  * The idle suite: one fresh server per case, `connections` open and idle (the load generator
  * answers every ping), memory per connection after GC, then CPU and event-loop delay over a
- * window.
+ * window. Then the two 1 s ping servers side by side, both loaded at once, their CPU read over
+ * the same windows: whatever else runs on the machine weighs on both alike.
  */
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { IdleCase } from './cases.js'
@@ -9,6 +10,7 @@ import { ServerProcess, type Placement } from './children.js'
 import type { Log } from './handshakes.js'
 import { IdlePool, runHandshakes } from './load.js'
 import type { LoopReply, MemoryReply, SampleReply } from './protocol.js'
+import { spread, type Spread } from './stats.js'
 
 export interface IdleSettings {
   readonly connections: number
@@ -44,7 +46,8 @@ export interface IdleResult {
   readonly closedByServer: number
 }
 
-export async function runIdleCase (kase: IdleCase, placement: Placement, settings: IdleSettings, log: Log): Promise<IdleResult> {
+/** Starts the case's server, warms its handshake path, then opens `connections` and waits for all. */
+async function openLoaded (kase: IdleCase, placement: Placement, settings: IdleSettings): Promise<{ server: ServerProcess, pool: IdlePool, baseline: MemoryReply, openMs: number }> {
   const server = await ServerProcess.start(kase.server, placement)
   const pool = new IdlePool()
   try {
@@ -61,6 +64,17 @@ export async function runIdleCase (kase: IdleCase, placement: Placement, setting
       await sleep(100)
     }
     await sleep(1000)
+    return { server, pool, baseline, openMs }
+  } catch (err) {
+    await server.stop()
+    pool.destroy()
+    throw err
+  }
+}
+
+export async function runIdleCase (kase: IdleCase, placement: Placement, settings: IdleSettings, log: Log): Promise<IdleResult> {
+  const { server, pool, baseline, openMs } = await openLoaded(kase, placement, settings)
+  try {
     const loaded = await server.request<MemoryReply>('memory')
     const pingsBefore = pool.pings
     await server.request('loopStart')
@@ -98,5 +112,57 @@ export async function runIdleCase (kase: IdleCase, placement: Placement, setting
     // The server closes first, so the load generator's ports are not left in TIME_WAIT.
     await server.stop()
     pool.destroy()
+  }
+}
+
+export interface PingPairResult {
+  readonly guard: string
+  readonly reference: string
+  readonly windows: number
+  readonly windowMs: number
+  /** Server CPU, % of one core, per window. */
+  readonly guardCpuPercent: Spread
+  readonly referenceCpuPercent: Spread
+  /** Guard CPU / reference CPU, paired window by window. */
+  readonly ratio: Spread
+  readonly guardOwnDelayMaxMs: number
+}
+
+/**
+ * Both ping servers loaded at once, their CPU read over the same windows: the fair reading of
+ * "CPU no higher than per-connection timers" on a machine other processes share.
+ */
+export async function runPingPair (guardCase: IdleCase, referenceCase: IdleCase, placement: Placement, settings: IdleSettings, windows: number, log: Log): Promise<PingPairResult> {
+  const guard = await openLoaded(guardCase, placement, settings)
+  let reference: Awaited<ReturnType<typeof openLoaded>> | undefined
+  try {
+    reference = await openLoaded(referenceCase, placement, settings)
+    const guardCpu: number[] = []
+    const referenceCpu: number[] = []
+    let ownDelay = 0
+    for (let i = 0; i < windows; i++) {
+      await Promise.all([guard.server.request('loopStart'), reference.server.request('loopStart')])
+      await sleep(settings.windowMs)
+      const [g, r] = await Promise.all([guard.server.request<LoopReply>('loopStop'), reference.server.request<LoopReply>('loopStop')])
+      guardCpu.push(g.cpu.total / 1000 / g.wallMs * 100)
+      referenceCpu.push(r.cpu.total / 1000 / r.wallMs * 100)
+      ownDelay = Math.max(ownDelay, g.ownDelayMaxMs)
+      log(`side by side, window ${i + 1}/${windows}: ${guardCase.id} CPU ${guardCpu.at(-1)!.toFixed(1)}% (${g.gcCount} GCs, ${g.gcMs.toFixed(0)} ms), ` +
+        `${referenceCase.id} CPU ${referenceCpu.at(-1)!.toFixed(1)}% (${r.gcCount} GCs, ${r.gcMs.toFixed(0)} ms)`)
+    }
+    return {
+      guard: guardCase.id,
+      reference: referenceCase.id,
+      windows,
+      windowMs: settings.windowMs,
+      guardCpuPercent: spread(guardCpu),
+      referenceCpuPercent: spread(referenceCpu),
+      ratio: spread(guardCpu.map((cpu, i) => cpu / referenceCpu[i]!)),
+      guardOwnDelayMaxMs: ownDelay
+    }
+  } finally {
+    await Promise.all([guard.server.stop(), reference?.server.stop()])
+    guard.pool.destroy()
+    reference?.pool.destroy()
   }
 }

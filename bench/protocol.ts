@@ -76,6 +76,9 @@ export interface LoopReply {
   ownDelayMaxMs: number
   ownDelayP99Ms: number
   open: number
+  /** Garbage collections over the window, and the time they took. */
+  gcCount: number
+  gcMs: number
   /** Guard only: its counters, to see that the heartbeat ended no healthy connection. */
   guardStats: unknown
 }

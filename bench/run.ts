@@ -15,9 +15,9 @@ import { prepareFixtures, type ServerKey } from './cases.js'
 import { detectPlacement, killChildren, ServerProcess, wrapCommand, type Placement } from './children.js'
 import { runHandshakeSuite, type CaseResult, type Log } from './handshakes.js'
 import { runHeapAttribution } from './heap.js'
-import { runIdleCase, type IdleResult } from './idle.js'
+import { runIdleCase, runPingPair, type IdleResult, type PingPairResult } from './idle.js'
 import { runProfiles } from './profile.js'
-import { budgetTable, checkBudgets, compareToJose, handshakeTable, idleTable, referenceTable } from './report.js'
+import { budgetTable, checkBudgets, compareToJose, handshakeTable, idleTable, pingPairLine, referenceTable } from './report.js'
 import { int } from './stats.js'
 
 const usage = `Usage: npm run bench -- [options]
@@ -202,19 +202,28 @@ async function main (): Promise<void> {
     }
 
     const idle: IdleResult[] = []
+    let pingPair: PingPairResult | undefined
+    const idleSettings = { connections: settings.connections, windowMs: settings.windowMs, warmup: Math.min(settings.warmup, 1000), concurrency: settings.concurrency }
     if (!args['skip-idle']) {
       const picked = new Set(list(args.idle, fixtures.idleCases.filter((kase) => kase.quick || !quick).map((kase) => kase.id), 'idle-bare', idleIds))
       log(`idle suite: ${int(settings.connections)} connections, ${settings.windowMs} ms window`)
       for (const kase of fixtures.idleCases) {
-        if (picked.has(kase.id)) idle.push(await runIdleCase(kase, placement, { connections: settings.connections, windowMs: settings.windowMs, warmup: Math.min(settings.warmup, 1000), concurrency: settings.concurrency }, log))
+        if (picked.has(kase.id)) idle.push(await runIdleCase(kase, placement, idleSettings, log))
+      }
+      const pingGuard = fixtures.idleCases.find((kase) => kase.id === 'ping-guard')!
+      const pingTimer = fixtures.idleCases.find((kase) => kase.id === 'ping-timer')!
+      if (picked.has(pingGuard.id) && picked.has(pingTimer.id)) {
+        const windows = quick ? 3 : 5
+        log(`ping servers side by side: ${windows} windows of ${settings.windowMs / 2} ms`)
+        pingPair = await runPingPair(pingGuard, pingTimer, placement, { ...idleSettings, windowMs: settings.windowMs / 2 }, windows, log)
       }
     }
 
-    const checks = checkBudgets(handshakes, idle)
+    const checks = checkBudgets(handshakes, idle, pingPair)
     const joseFloor = compareToJose(handshakes)
     host.loadAverageAtEnd = loadavg().map((value) => Number(value.toFixed(2)))
     const durationS = Math.round((Date.now() - started) / 1000)
-    const json = JSON.stringify({ mode, machine: host, settings, durationS, handshakes, idle, budgets: checks, joseFloor, jwksRequests: fixtures.jwks.requests() }, null, 2) + '\n'
+    const json = JSON.stringify({ mode, machine: host, settings, durationS, handshakes, idle, pingPair, budgets: checks, joseFloor, jwksRequests: fixtures.jwks.requests() }, null, 2) + '\n'
     if (args.save !== undefined) writeFileSync(args.save, json)
     if (args.json) {
       process.stdout.write(json)
@@ -233,6 +242,7 @@ async function main (): Promise<void> {
         out.push('', `Idle connections: ${int(settings.connections)} per server, memory after GC, CPU and event-loop delay over ${settings.windowMs / 1000} s ` +
           '(own: each delay capped by the CPU the server used meanwhile, so time other processes held its CPU does not count)', '', idleTable(idle, checks))
       }
+      if (pingPair !== undefined) out.push('', pingPairLine(pingPair))
       if (joseFloor.length > 0) {
         out.push('', 'What jose alone costs: the naive jwtVerify hook against the guard, server CPU medians', '', referenceTable(joseFloor))
       }

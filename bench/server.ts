@@ -6,7 +6,7 @@
  */
 import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { monitorEventLoopDelay } from 'node:perf_hooks'
+import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks'
 import { writeHeapSnapshot } from 'node:v8'
 import websocket from '@fastify/websocket'
 import Fastify, { type FastifyInstance } from 'fastify'
@@ -83,7 +83,15 @@ process.on('message', (message: ServerRequest) => {
 })
 
 let snapshots = 0
-let loop: { histogram: ReturnType<typeof monitorEventLoopDelay>, cpu: CpuSample, startedAt: number, own: OwnDelay } | undefined
+// Garbage collections during a loop window: what the code under test allocates shows here.
+const gcs = { count: 0, ms: 0 }
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    gcs.count++
+    gcs.ms += entry.duration
+  }
+}).observe({ entryTypes: ['gc'] })
+let loop: { histogram: ReturnType<typeof monitorEventLoopDelay>, cpu: CpuSample, startedAt: number, own: OwnDelay, gcCount: number, gcMs: number } | undefined
 
 /** Event-loop delays of a 5 ms timer chain, each capped by the process CPU time spent meanwhile. */
 class OwnDelay {
@@ -122,12 +130,12 @@ async function handle (message: ServerRequest): Promise<unknown> {
       histogram.enable()
       const own = new OwnDelay()
       own.start()
-      loop = { histogram, cpu: cpuSample(), startedAt: performance.now(), own }
+      loop = { histogram, cpu: cpuSample(), startedAt: performance.now(), own, gcCount: gcs.count, gcMs: gcs.ms }
       return {}
     }
     case 'loopStop': {
       if (loop === undefined) throw new Error('loopStop without loopStart')
-      const { histogram, cpu, startedAt, own } = loop
+      const { histogram, cpu, startedAt, own, gcCount, gcMs } = loop
       histogram.disable()
       own.stop()
       const ownSorted = own.samples.sort((a, b) => a - b)
@@ -142,6 +150,8 @@ async function handle (message: ServerRequest): Promise<unknown> {
         ownDelayMaxMs: ownSorted.at(-1) ?? 0,
         ownDelayP99Ms: ownSorted[Math.max(0, Math.ceil(ownSorted.length * 0.99) - 1)] ?? 0,
         open: openCount(),
+        gcCount: gcs.count - gcCount,
+        gcMs: gcs.ms - gcMs,
         guardStats: config.kind === 'guard' ? app.wsGuard.stats() : undefined
       } satisfies LoopReply
     }

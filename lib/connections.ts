@@ -11,14 +11,21 @@ const originalSend = WebSocket.prototype.send
 
 type GuardedSocket = WebSocket & { [kConnection]?: Connection, _socket?: { bytesWritten: number, writableLength: number } }
 
-/** One accepted, guarded connection: its deadlines and why it ended. Kept small: 10k+ live at once. */
+/**
+ * One accepted, guarded connection: its deadlines and why it ended. Kept small: 10k+ live at
+ * once. Every time field starts as a number: a field V8 first sees `undefined` in holds each
+ * later value in a fresh heap number, and these change on every ping and every frame.
+ */
 export class Connection implements WheelEntry {
   due = 0
   slot = -1
-  index = -1
+  wheelPrev: WheelEntry | undefined = undefined
+  wheelNext: WheelEntry | undefined = undefined
+  /** `performance.now()` at the upgrade. */
+  readonly openedAt: number = performance.now()
   /** Last time any frame arrived (wheel clock). */
-  lastSeen: number
-  nextPing: number
+  lastSeen = 0
+  nextPing = Infinity
   /** When the outgoing buffer was last seen stuck (0: empty or draining), and how far it had flushed. */
   stuckSince = 0
   flushedMark = 0
@@ -32,11 +39,9 @@ export class Connection implements WheelEntry {
     readonly socket: GuardedSocket,
     readonly state: HandshakeState,
     readonly request: FastifyRequest,
-    readonly openedAt: number,
     now: number
   ) {
     this.lastSeen = now
-    this.nextPing = Infinity
   }
 
   /** Ends the connection with a close frame, recording why. */
@@ -83,7 +88,7 @@ export class ConnectionTracker {
 
   track (socket: WebSocket, state: HandshakeState, request: FastifyRequest): Connection {
     const now = Date.now()
-    const connection = new Connection(this, socket, state, request, performance.now(), now)
+    const connection = new Connection(this, socket, state, request, now)
     const guarded = socket as GuardedSocket
     guarded[kConnection] = connection
     this.open.add(connection)

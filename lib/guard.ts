@@ -99,7 +99,8 @@ export function createGuardHook (context: GuardContext, settings: RouteSettings,
 export class HandshakeRun implements WheelEntry {
   due = 0
   slot = -1
-  index = -1
+  wheelPrev: WheelEntry | undefined = undefined
+  wheelNext: WheelEntry | undefined = undefined
   #onGone: (() => void) | undefined
   #settled = false
 

@@ -4,8 +4,9 @@ export interface WheelEntry {
   due: number
   /** Index of the slot holding the entry; -1 when not scheduled. */
   slot: number
-  /** Position in its slot, kept by the wheel. */
-  index: number
+  /** Neighbours in the wheel's list that holds the entry, kept by the wheel. */
+  wheelPrev: WheelEntry | undefined
+  wheelNext: WheelEntry | undefined
 }
 
 // An entry taken out of its slot on a tick, its callback still to come.
@@ -16,26 +17,29 @@ const pending = -2
  * per connection. Each tick visits one slot, so entries due at different times are handled
  * on different ticks and work spreads over the interval. An entry is called back within one
  * tick after its due time; it reschedules itself from the callback if it needs to.
- * Slots are arrays with swap-removal, not Sets: rescheduling 10k entries a second then
- * neither allocates nor rehashes.
+ * Slots are intrusive linked lists, as Node's own timer lists are: scheduling, moving and
+ * removing an entry are O(1) and never allocate, however many entries move every second.
  */
 export class TimerWheel<T extends WheelEntry> {
   readonly tickMs: number
-  readonly #slots: Array<T[] | undefined>
-  /** Entries due on the current tick, reused from tick to tick. */
-  readonly #due: T[] = []
+  readonly #slotCount: number
+  /** The first entry of each slot's list. */
+  readonly #heads: Array<WheelEntry | undefined>
+  /** Entries taken out on the current tick, in order, their callbacks still to come. */
+  #pendingHead: WheelEntry | undefined
+  #pendingTail: WheelEntry | undefined
   readonly #onDue: (entry: T, now: number) => void
   #timer: NodeJS.Timeout | undefined
-  #lastTick: number
+  #lastTick = 0
   #size = 0
   /** A clock updated on every tick: cheap enough to read on every frame. */
-  now: number
+  now = Date.now()
 
   constructor (tickMs: number, slotCount: number, onDue: (entry: T, now: number) => void) {
     this.tickMs = tickMs
-    this.#slots = new Array(slotCount)
+    this.#slotCount = slotCount
+    this.#heads = new Array(slotCount).fill(undefined)
     this.#onDue = onDue
-    this.now = Date.now()
     this.#lastTick = Math.floor(this.now / tickMs)
   }
 
@@ -46,41 +50,51 @@ export class TimerWheel<T extends WheelEntry> {
   schedule (entry: T, due: number): void {
     // An idle wheel's clock is stale: start it first, so the slot is computed from now.
     if (this.#timer === undefined) this.#start()
-    if (entry.slot >= 0) this.#detach(entry)
-    else this.#size++
+    if (entry.slot === -1 || entry.slot === pending) this.#size++
+    if (entry.slot !== -1) this.#unlink(entry)
     entry.due = due
     // The first tick at or after `due`, and never one already processed.
     const tick = Math.max(Math.ceil(due / this.tickMs), this.#lastTick + 1)
-    const slot = tick % this.#slots.length
-    let bucket = this.#slots[slot]
-    if (bucket === undefined) {
-      bucket = []
-      this.#slots[slot] = bucket
-    }
+    const slot = tick % this.#slotCount
+    const head = this.#heads[slot]
+    entry.wheelPrev = undefined
+    entry.wheelNext = head
+    if (head !== undefined) head.wheelPrev = entry
+    this.#heads[slot] = entry
     entry.slot = slot
-    entry.index = bucket.length
-    bucket.push(entry)
   }
 
   remove (entry: T): void {
     if (entry.slot === -1) return
-    if (entry.slot === pending) {
-      // Taken out on this tick and counted out already: only its callback is left to cancel.
-      entry.slot = -1
-      return
-    }
-    this.#detach(entry)
+    // A pending entry was counted out when it was taken from its slot.
+    const counted = entry.slot !== pending
+    this.#unlink(entry)
     entry.slot = -1
-    if (--this.#size === 0) this.#stop()
+    if (counted && --this.#size === 0) this.#stop()
   }
 
-  #detach (entry: T): void {
-    const bucket = this.#slots[entry.slot]!
-    const last = bucket.pop()!
-    if (last !== entry) {
-      bucket[entry.index] = last
-      last.index = entry.index
-    }
+  /** Takes an entry out of the list that holds it: its slot's, or the pending list. */
+  #unlink (entry: WheelEntry): void {
+    const { wheelPrev: prev, wheelNext: next } = entry
+    if (prev !== undefined) prev.wheelNext = next
+    else if (entry.slot === pending) this.#pendingHead = next
+    else this.#heads[entry.slot] = next
+    if (next !== undefined) next.wheelPrev = prev
+    else if (entry.slot === pending) this.#pendingTail = prev
+    entry.wheelPrev = undefined
+    entry.wheelNext = undefined
+  }
+
+  /** Puts an entry in the pending list right after `anchor` (first when `anchor` is undefined). */
+  #insertPending (entry: WheelEntry, anchor: WheelEntry | undefined): void {
+    const next = anchor === undefined ? this.#pendingHead : anchor.wheelNext
+    entry.slot = pending
+    entry.wheelPrev = anchor
+    entry.wheelNext = next
+    if (anchor === undefined) this.#pendingHead = entry
+    else anchor.wheelNext = entry
+    if (next === undefined) this.#pendingTail = entry
+    else next.wheelPrev = entry
   }
 
   #start (): void {
@@ -100,37 +114,34 @@ export class TimerWheel<T extends WheelEntry> {
     this.now = Date.now()
     const current = Math.floor(this.now / this.tickMs)
     // After an event-loop stall, catch up on every skipped slot (at most one rotation).
-    const from = Math.max(this.#lastTick + 1, current - this.#slots.length + 1)
+    const from = Math.max(this.#lastTick + 1, current - this.#slotCount + 1)
     this.#lastTick = current
-    const due = this.#due
+    // Take the due entries out first: callbacks then may schedule or remove anything,
+    // pending entries included, without disturbing this walk.
     for (let tick = from; tick <= current; tick++) {
-      const bucket = this.#slots[tick % this.#slots.length]
-      if (bucket === undefined) continue
-      // Take the due entries out first, keeping the rest in place: callbacks then may
-      // schedule or remove anything without disturbing this walk.
-      let kept = 0
-      for (let i = 0; i < bucket.length; i++) {
-        const entry = bucket[i]!
+      // A slot lists its newest entry first: each due one goes in before those of its slot
+      // taken already, so that callbacks run oldest first.
+      const before = this.#pendingTail
+      let entry = this.#heads[tick % this.#slotCount]
+      while (entry !== undefined) {
+        const next = entry.wheelNext
         // Entries of a later rotation wait for their turn.
-        if (entry.due > this.now) {
-          entry.index = kept
-          bucket[kept++] = entry
-        } else {
-          entry.slot = pending
+        if (entry.due <= this.now) {
+          this.#unlink(entry)
+          this.#insertPending(entry, before)
           this.#size--
-          due.push(entry)
         }
+        entry = next
       }
-      bucket.length = kept
     }
-    for (let i = 0; i < due.length; i++) {
-      const entry = due[i]!
-      // Removed or rescheduled by an earlier callback of this tick: not due any more.
-      if (entry.slot !== pending) continue
+    let entry = this.#pendingHead
+    while (entry !== undefined) {
+      this.#unlink(entry)
       entry.slot = -1
-      this.#onDue(entry, this.now)
+      this.#onDue(entry as T, this.now)
+      // The callbacks may have removed or rescheduled any other pending entry.
+      entry = this.#pendingHead
     }
-    due.length = 0
     if (this.#size === 0) this.#stop()
   }
 }

@@ -15,7 +15,7 @@ interface Call {
 }
 
 function entry (name: string): Entry {
-  return { name, due: 0, slot: -1, index: -1 }
+  return { name, due: 0, slot: -1, wheelPrev: undefined, wheelNext: undefined }
 }
 
 /** A wheel that records its callbacks. */
