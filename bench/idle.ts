@@ -31,8 +31,10 @@ export interface IdleResult {
   readonly openErrorSamples: readonly string[]
   readonly openMs: number
   readonly baseline: MemoryReply
+  /** Memory with the first half of the connections open. */
+  readonly half: MemoryReply
   readonly loaded: MemoryReply
-  /** Bytes per connection, after GC. */
+  /** Bytes per connection, after GC: the slope between the half and the full reading. */
   readonly rssPerConnection: number
   readonly heapPerConnection: number
   readonly externalPerConnection: number
@@ -46,25 +48,24 @@ export interface IdleResult {
   readonly closedByServer: number
 }
 
-/** Starts the case's server, warms its handshake path, then opens `connections` and waits for all. */
-async function openLoaded (kase: IdleCase, placement: Placement, settings: IdleSettings): Promise<{ server: ServerProcess, pool: IdlePool, baseline: MemoryReply, openMs: number }> {
+/**
+ * Starts the case's server, warms its handshake path, then opens `connections` in two halves,
+ * reading memory after each: the slope between the two readings is the cost of one more
+ * connection, free of what the first connections cost once (heap and allocator growth).
+ */
+async function openLoaded (kase: IdleCase, placement: Placement, settings: IdleSettings): Promise<{ server: ServerProcess, pool: IdlePool, baseline: MemoryReply, half: MemoryReply, openMs: number }> {
   const server = await ServerProcess.start(kase.server, placement)
   const pool = new IdlePool()
   try {
     // Warm the handshake path so that the baseline already holds its compiled code and pools.
     await runHandshakes(server.port, settings.warmup, settings.concurrency, (i) => ({ headers: kase.headersFor(i), expectStatus: 101 }))
     const baseline = await server.request<MemoryReply>('memory')
-    const started = performance.now()
-    await pool.open(server.port, settings.connections, settings.concurrency * 2, kase.headersFor)
-    const openMs = performance.now() - started
-    const expected = settings.connections - pool.errors
-    for (let waited = 0; waited < 10_000; waited += 100) {
-      const { open } = await server.request<SampleReply>('sample')
-      if (open >= expected) break
-      await sleep(100)
-    }
+    const firstHalf = Math.floor(settings.connections / 2)
+    let openMs = await openAndWait(server, pool, firstHalf, settings, kase)
+    const half = await server.request<MemoryReply>('memory')
+    openMs += await openAndWait(server, pool, settings.connections - firstHalf, settings, kase)
     await sleep(1000)
-    return { server, pool, baseline, openMs }
+    return { server, pool, baseline, half, openMs }
   } catch (err) {
     await server.stop()
     pool.destroy()
@@ -72,8 +73,23 @@ async function openLoaded (kase: IdleCase, placement: Placement, settings: IdleS
   }
 }
 
+/** Opens `count` more connections and waits until the server has them all; returns how long that took, ms. */
+async function openAndWait (server: ServerProcess, pool: IdlePool, count: number, settings: IdleSettings, kase: IdleCase): Promise<number> {
+  const before = (await server.request<SampleReply>('sample')).open
+  const started = performance.now()
+  const errorsBefore = pool.errors
+  await pool.open(server.port, count, settings.concurrency * 2, kase.headersFor)
+  const expected = before + count - (pool.errors - errorsBefore)
+  for (let waited = 0; waited < 10_000; waited += 100) {
+    const { open } = await server.request<SampleReply>('sample')
+    if (open >= expected) break
+    await sleep(100)
+  }
+  return performance.now() - started
+}
+
 export async function runIdleCase (kase: IdleCase, placement: Placement, settings: IdleSettings, log: Log): Promise<IdleResult> {
-  const { server, pool, baseline, openMs } = await openLoaded(kase, placement, settings)
+  const { server, pool, baseline, half, openMs } = await openLoaded(kase, placement, settings)
   try {
     const loaded = await server.request<MemoryReply>('memory')
     const pingsBefore = pool.pings
@@ -82,7 +98,8 @@ export async function runIdleCase (kase: IdleCase, placement: Placement, setting
     const loop = await server.request<LoopReply>('loopStop')
     const pings = pool.pings - pingsBefore
     const open = loaded.open
-    const perConnection = (key: 'rss' | 'heapUsed' | 'external'): number => open === 0 ? NaN : (loaded[key] - baseline[key]) / open
+    const added = open - half.open
+    const perConnection = (key: 'rss' | 'heapUsed' | 'external'): number => added <= 0 ? NaN : (loaded[key] - half[key]) / added
     const result: IdleResult = {
       id: kase.id,
       label: kase.label,
@@ -94,6 +111,7 @@ export async function runIdleCase (kase: IdleCase, placement: Placement, setting
       openErrorSamples: [...pool.errorSamples],
       openMs,
       baseline,
+      half,
       loaded,
       rssPerConnection: perConnection('rss'),
       heapPerConnection: perConnection('heapUsed'),
