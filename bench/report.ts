@@ -51,7 +51,6 @@ export function checkBudgets (handshakes: readonly CaseResult[], idle: readonly 
     checks.push({ id: result.id, budget: `RSS/conn <= bare + ${kb(idleRssBudget)}`, short: `<= bare + ${kb(idleRssBudget)}`, measured: `bare + ${kb(extra)}`, value: extra, limit: idleRssBudget, pass: extra <= idleRssBudget })
   }
   const pingGuard = idle.find((result) => result.id === 'ping-guard')
-  const pingTimer = idle.find((result) => result.id === 'ping-timer')
   if (pingGuard !== undefined) {
     const delay = pingGuard.loop.delayMaxMs
     checks.push({ id: 'ping-guard', budget: `${int(pingGuard.open)} conns, 1 s pings: loop delay max <= ${loopDelayBudgetMs} ms`, short: `max <= ${loopDelayBudgetMs} ms`, measured: `${fixed(delay, 1)} ms`, value: delay, limit: loopDelayBudgetMs, pass: delay <= loopDelayBudgetMs })
@@ -70,16 +69,6 @@ export function checkBudgets (handshakes: readonly CaseResult[], idle: readonly 
         value: ratio.median,
         limit: 1,
         pass: ratio.median <= 1
-      })
-    } else if (pingTimer !== undefined) {
-      checks.push({
-        id: 'ping-guard',
-        budget: 'CPU <= per-connection setInterval',
-        short: 'CPU <= timers',
-        measured: `${fixed(pingGuard.cpuPercent, 1)}% vs ${fixed(pingTimer.cpuPercent, 1)}%`,
-        value: pingGuard.cpuPercent,
-        limit: pingTimer.cpuPercent,
-        pass: pingGuard.cpuPercent <= pingTimer.cpuPercent
       })
     }
   }

@@ -60,19 +60,24 @@ function secretSource (secret: unknown, name: string): KeySource {
   if (bytes.byteLength < 32) {
     throw new InvalidOptionError(`${name}.secret is ${bytes.byteLength} bytes; HMAC secrets need at least 32 random bytes (generate one with: openssl rand -base64 32)`)
   }
-  // One CryptoKey per hash, imported on first use: jose would import a raw secret on every verify.
-  const keys = new Map<string, Promise<CryptoKey>>()
   return {
     kind: 'secret',
     algorithms: hmac,
-    resolve: ({ alg }) => {
-      let key = keys.get(alg)
-      if (key === undefined) {
-        key = webcrypto.subtle.importKey('raw', bytes, { name: 'HMAC', hash: `SHA-${alg.slice(2)}` }, false, ['verify']) as Promise<CryptoKey>
-        keys.set(alg, key)
-      }
-      return key
+    // jose would import a raw secret on every verify.
+    resolve: importedOncePerAlgorithm((alg) => webcrypto.subtle.importKey('raw', bytes, { name: 'HMAC', hash: `SHA-${alg.slice(2)}` }, false, ['verify']) as Promise<CryptoKey>)
+  }
+}
+
+/** A resolver that imports the key for an algorithm on first use and hands out that one CryptoKey after. */
+function importedOncePerAlgorithm (importFor: (alg: string) => Promise<CryptoKey>): JWTVerifyGetKey {
+  const keys = new Map<string, Promise<CryptoKey>>()
+  return ({ alg }) => {
+    let key = keys.get(alg)
+    if (key === undefined) {
+      key = importFor(alg)
+      keys.set(alg, key)
     }
+    return key
   }
 }
 
@@ -96,21 +101,12 @@ function publicKeySource (publicKey: unknown, name: string): KeySource {
   if (key.type !== 'public') {
     throw new InvalidOptionError(`${name}.publicKey is a ${key.type} key; pass the public key (never a secret or private key)`)
   }
-  // One CryptoKey per algorithm, imported with jose on first use: handed a KeyObject, jose
-  // looks it up in a WeakMap and re-checks it on every verify.
   const spki = key.export({ type: 'spki', format: 'pem' }) as string
-  const keys = new Map<string, Promise<CryptoKey>>()
   return {
     kind: 'publicKey',
     algorithms: algorithmsFor(key, name),
-    resolve: ({ alg }) => {
-      let imported = keys.get(alg)
-      if (imported === undefined) {
-        imported = importSPKI(spki, alg)
-        keys.set(alg, imported)
-      }
-      return imported
-    }
+    // Handed a KeyObject, jose looks it up in a WeakMap and re-checks it on every verify.
+    resolve: importedOncePerAlgorithm((alg) => importSPKI(spki, alg))
   }
 }
 
