@@ -1,12 +1,14 @@
 import type { FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
-import { createLifecycle } from './lib/lifecycle.js'
-import { normalizeOptions, type WsGuardOptions, type WsGuardRouteOptions } from './lib/options.js'
-import { wsRefresh } from './lib/refresh.js'
-import { createRouteGuard, declareWebSocketRoute } from './lib/routes.js'
-import { ensureWebSocket } from './lib/websocket.js'
+import { createRefresh } from './lib/connection/refresh.js'
+import { ConnectionTracker } from './lib/connection/tracker.js'
+import { HandshakeGuard } from './lib/handshake/chain.js'
+import { kHandshake, type GuardedIncomingMessage } from './lib/handshake/contract.js'
+import { normalizeOptions, type WsGuardOptions, type WsGuardRouteOptions } from './lib/setup/options.js'
+import { createRouteGuard, declareWebSocketRoute } from './lib/setup/routes.js'
+import { ensureWebSocket } from './lib/setup/websocket-server.js'
+import { StatsCounter, type WsGuardStats } from './lib/stats.js'
 import type { WsRouteMethod, WsUser } from './lib/types.js'
-import type { WsGuardStats } from './lib/stats.js'
 
 /**
  * Guards every WebSocket route declared in its scope: handshake checks and the Origin
@@ -19,30 +21,45 @@ import type { WsGuardStats } from './lib/stats.js'
  * ```
  */
 const plugin: FastifyPluginAsync<WsGuardOptions> = async function wsGuard (fastify, options) {
-  const normalized = normalizeOptions(options)
-  const lifecycle = createLifecycle(fastify, normalized)
-  lifecycle.attach(await ensureWebSocket(fastify, normalized.websocket))
+  const settings = normalizeOptions(options)
+  const stats = new StatsCounter()
+  const connections = new ConnectionTracker(stats)
+
+  // Added before @fastify/websocket registers its own preClose, which closes every socket
+  // without a code: handshakes stop first, then open connections get a 1001 and a grace.
+  fastify.addHook('preClose', async () => {
+    handshakes.startClosing(fastify.server)
+    await connections.shutdown(settings.shutdownGrace)
+  })
+
+  const wss = await ensureWebSocket(fastify, settings.websocket)
+  const handshakes = new HandshakeGuard(wss, settings, stats, fastify.log)
+  wss.on('connection', (socket, raw: GuardedIncomingMessage) => {
+    const state = raw[kHandshake]
+    if (state?.owner === handshakes.owner) connections.track(socket, state)
+  })
+
   fastify.decorateRequest('wsUser', null)
-  fastify.decorateRequest('wsRefresh', wsRefresh)
+  fastify.decorateRequest('wsRefresh', createRefresh(connections))
   fastify.decorate('wsRoute', declareWebSocketRoute as unknown as WsRouteMethod)
-  fastify.decorate('wsGuard', { stats: () => lifecycle.stats.snapshot(lifecycle.tracker.open.size) })
-  fastify.addHook('onRoute', createRouteGuard(normalized, lifecycle.context, lifecycle.tracker))
+  fastify.decorate('wsGuard', { stats: () => stats.snapshot(connections.open.size) })
+  fastify.addHook('onRoute', createRouteGuard(settings, handshakes, connections))
 }
 
 export const fastifyWsGuard = fp(plugin, { fastify: '5.x', name: 'fastify-ws-guard' })
 export default fastifyWsGuard
 
 export * from './lib/errors.js'
-export type { WsGuardOptions, WsGuardRouteOptions } from './lib/options.js'
-export type { OriginOption, OriginPredicate } from './lib/origin.js'
+export type { WsGuardOptions, WsGuardRouteOptions } from './lib/setup/options.js'
+export type { OriginOption, OriginPredicate } from './lib/handshake/origin-policy.js'
 export type { WsGuardUserRegistry, WsRouteHandler, WsRouteMethod, WsRouteOptions, WsUser } from './lib/types.js'
 export type { WsGuardAuthOptions } from './lib/auth/options.js'
 export type { TokenSource } from './lib/auth/token-sources.js'
 export { requestSerializer } from './lib/serializers.js'
 export { channels } from './lib/stats.js'
 export type { CloseReason, WsGuardStats } from './lib/stats.js'
-export { MemoryStore } from './lib/limits.js'
-export type { ConnectionStore } from './lib/limits.js'
+export { MemoryStore } from './lib/store/memory.js'
+export type { ConnectionStore } from './lib/store/contract.js'
 
 declare module 'fastify' {
   interface FastifyInstance {

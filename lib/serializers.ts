@@ -19,3 +19,10 @@ export function requestSerializer (request: FastifyRequest): Record<string, unkn
     remotePort: request.socket?.remotePort
   }
 }
+
+/** Only an error's name and code are logged: its message may carry what must not leak. */
+export function errorIdentity (err: unknown): { name?: string, code?: string } {
+  if (typeof err !== 'object' || err === null) return { name: typeof err }
+  const { name, code } = err as { name?: unknown, code?: unknown }
+  return { name: String(name), code: typeof code === 'string' ? code : undefined }
+}

@@ -1,4 +1,3 @@
-import type { WebsocketHandler } from '@fastify/websocket'
 import type { FastifyInstance, FastifyRequest, RouteShorthandOptions } from 'fastify'
 import type { JWTPayload } from 'jose'
 import type { WebSocket } from 'ws'
@@ -32,5 +31,3 @@ export interface WsRouteMethod {
   <User = WsUser>(path: string, handler: WsRouteHandler<User>): FastifyInstance
   <User = WsUser>(path: string, options: WsRouteOptions, handler: WsRouteHandler<User>): FastifyInstance
 }
-
-export type { WebsocketHandler }

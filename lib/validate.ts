@@ -48,6 +48,34 @@ export function optionalFunction<T> (value: unknown, name: string): T | undefine
   return value as T
 }
 
+/** A string with at least one character. */
+export function nonEmptyString (value: unknown, name: string): string {
+  if (typeof value !== 'string' || value === '') throw new InvalidOptionError(`${name} must be a non-empty string, got ${describe(value)}`)
+  return value
+}
+
+/** Printable ASCII that fits in a quoted-string (an HTTP header parameter) as it is. */
+export function quotedStringSafe (value: unknown, name: string): string {
+  const text = nonEmptyString(value, name)
+  if (!/^[\x20-\x21\x23-\x5b\x5d-\x7e]+$/.test(text)) throw new InvalidOptionError(`${name} must be printable ASCII without quotes or backslashes, got ${describe(value)}`)
+  return text
+}
+
+/** One non-empty string or an array of them. */
+export function stringOrList (value: unknown, name: string): string | string[] | undefined {
+  if (value === undefined || typeof value === 'string') return value === '' ? nonEmptyString(value, name) : value
+  return stringList(value, name)
+}
+
+/** An array of non-empty strings, copied. */
+export function stringList (value: unknown, name: string): string[] | undefined {
+  if (value === undefined) return undefined
+  if (!Array.isArray(value) || !value.every((entry) => typeof entry === 'string' && entry !== '')) {
+    throw new InvalidOptionError(`${name} must be an array of non-empty strings, got ${describe(value)}`)
+  }
+  return [...value]
+}
+
 /** How a wrong option value is named in a message. */
 export function describe (value: unknown): string {
   if (value === null) return 'null'

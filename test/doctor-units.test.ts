@@ -6,7 +6,7 @@ import { join } from 'node:path'
 import { test } from 'tap'
 import * as errors from '../lib/errors.js'
 import { parseDoctorArgs } from '../lib/doctor/args.js'
-import { guardCodes } from '../lib/doctor/codes.js'
+import { explainGuardCode } from '../lib/doctor/codes.js'
 import { closePayload, encodeFrame, opcodes, parseClose, parseFrame } from '../lib/doctor/frames.js'
 import { bodyComplete, bodyOf, decodeChunked, headDecided, parseHead, type ResponseHead } from '../lib/doctor/http.js'
 import { cliHelp, exitCodes, runCli, runDoctor } from '../lib/doctor/index.js'
@@ -149,7 +149,7 @@ test('the bin runs the CLI on process.argv and exits with its code once stdout i
   // The bin sets exitCode too (stdout may be a closed pipe): keep this process's own.
   const exitCode = process.exitCode
   t.teardown(() => { process.exitCode = exitCode })
-  await t.mockImport('../lib/cli.js', {
+  await t.mockImport('../lib/doctor/cli.js', {
     '../lib/doctor/index.js': {
       runCli: async (argv: readonly string[], io: DoctorIo) => {
         calls.push(argv)
@@ -169,7 +169,7 @@ test('every FST_WS_GUARD_* code of lib/errors.ts is explained', async (t) => {
     .map((ErrorClass) => new (ErrorClass as unknown as new () => { code: string })().code)
     .filter((code) => code.startsWith('FST_WS_GUARD_'))
   t.ok(codes.length >= 20, `${codes.length} codes`)
-  t.same(codes.filter((code) => guardCodes[code] === undefined), [])
+  t.same(codes.filter((code) => explainGuardCode(code) === undefined), [])
 })
 
 test('frames: parse what servers send', async (t) => {

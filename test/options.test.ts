@@ -1,7 +1,7 @@
 import Fastify from 'fastify'
 import { test, type Test } from 'tap'
 import wsGuard, { InvalidOptionError } from '../index.js'
-import { defaultWebSocketOptions, normalizeOptions, resolveRouteSettings } from '../lib/options.js'
+import { defaultWebSocketOptions, normalizeOptions, resolveRouteSettings } from '../lib/setup/options.js'
 import { optionalFunction } from '../lib/validate.js'
 import { countingEcho } from './helpers.js'
 

@@ -1,7 +1,8 @@
 import { test, type Test } from 'tap'
 import type { FastifyRequest } from 'fastify'
 import type { ClientOptions } from 'ws'
-import { checkOrigin, compileOrigins, isSameOrigin, listAllows, parseOrigin, type OriginPolicy } from '../lib/origin.js'
+import { checkOrigin } from '../lib/handshake/origin.js'
+import { compileOrigins, isSameOrigin, listAllows, parseOrigin, type OriginPolicy } from '../lib/handshake/origin-policy.js'
 import { describe } from '../lib/validate.js'
 import {
   assertRefusal,

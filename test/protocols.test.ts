@@ -3,8 +3,8 @@ import websocket from '@fastify/websocket'
 import { test, type Test } from 'tap'
 import type { WebSocketServer } from 'ws'
 import wsGuard, { type WsGuardOptions } from '../index.js'
-import { installProtocolSelection, parseOfferedProtocols, selectProtocol } from '../lib/protocols.js'
-import { kHandshake } from '../lib/symbols.js'
+import { installProtocolSelection, parseOfferedProtocols, selectProtocol } from '../lib/handshake/protocols.js'
+import { kHandshake } from '../lib/handshake/contract.js'
 import {
   assertRefusal,
   countingEcho,

@@ -5,10 +5,11 @@ import { test, type Test } from 'tap'
 import wsGuard, {
   HandshakeTimeoutError,
   InternalError,
+  InvalidKeyError,
   OriginNotAllowedError,
   UnsupportedProtocolError
 } from '../index.js'
-import { closeCodeFor, closeReasonFor } from '../lib/reject.js'
+import * as errors from '../lib/errors.js'
 import {
   assertRefusal,
   closeOf,
@@ -168,14 +169,17 @@ test("rejectWith: 'close': a client that answers the close frame with garbage ca
 })
 
 test('close codes and reasons', async (t) => {
-  t.equal(closeCodeFor(new OriginNotAllowedError('x')), 4403)
-  t.equal(closeCodeFor(new UnsupportedProtocolError('x')), 4400)
-  t.equal(closeCodeFor(new InternalError()), 1011)
-  t.equal(closeCodeFor(new HandshakeTimeoutError()), 1013)
-  t.equal(closeCodeFor({ name: 'X', message: '', code: 'X', statusCode: 418 }), 4400, 'an unmapped status closes with 4400')
-  t.equal(closeReasonFor(new OriginNotAllowedError('https://evil.example')), 'origin not allowed', 'the reason is fixed, never the details')
-  t.equal(closeReasonFor({ name: 'X', message: 'details', code: 'FST_SOMETHING_ELSE', statusCode: 400 }), 'bad request')
-  for (const code of ['FST_WS_GUARD_TOKEN_MISSING', 'FST_WS_GUARD_TOKEN_INVALID', 'FST_WS_GUARD_TOO_MANY_CONNECTIONS', 'FST_WS_GUARD_INTERNAL']) {
-    t.ok(Buffer.byteLength(closeReasonFor({ name: 'X', message: '', code, statusCode: 400 })) <= 123, `${code}: the reason fits a close frame`)
+  t.equal(new OriginNotAllowedError('x').closeCode, 4403)
+  t.equal(new UnsupportedProtocolError('x').closeCode, 4400)
+  t.equal(new InternalError().closeCode, 1011)
+  t.equal(new HandshakeTimeoutError().closeCode, 1013)
+  t.equal(new OriginNotAllowedError('https://evil.example').closeReason, 'origin not allowed', 'the reason is fixed, never the details')
+  t.equal(new InvalidKeyError('missing').closeReason, 'bad request')
+  for (const ErrorClass of Object.values(errors)) {
+    if (typeof ErrorClass !== 'function' || ErrorClass === errors.InvalidOptionError) continue
+    const error = new (ErrorClass as new (...args: unknown[]) => errors.GuardError)('x', 'y')
+    t.ok(Buffer.byteLength(error.closeReason) <= 123, `${error.code}: the reason fits a close frame`)
+    const expected = error.statusCode >= 500 ? (error.statusCode === 500 ? 1011 : 1013) : error.statusCode === 426 ? 4400 : 4000 + error.statusCode
+    t.equal(error.closeCode, expected, `${error.code}: ${error.statusCode} closes with ${expected}`)
   }
 })

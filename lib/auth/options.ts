@@ -2,7 +2,19 @@ import type { FastifyRequest } from 'fastify'
 import type { JWTPayload, JWTVerifyOptions } from 'jose'
 import type { WsUser } from '../types.js'
 import { InvalidOptionError } from '../errors.js'
-import { assertKnownKeys, assertPlainObject, describe, optionalBoolean, optionalFunction, optionalInteger, tokenShape } from '../validate.js'
+import {
+  assertKnownKeys,
+  assertPlainObject,
+  describe,
+  nonEmptyString,
+  optionalBoolean,
+  optionalFunction,
+  optionalInteger,
+  quotedStringSafe,
+  stringList,
+  stringOrList,
+  tokenShape
+} from '../validate.js'
 import { checkAlgorithms, createKeySource, keySourceKeys, type KeySource, type KeySourceOptions } from './keys.js'
 import { VerifiedTokenCache } from './token-cache.js'
 import type { TokenSource, TokenSourceSettings } from './token-sources.js'
@@ -162,30 +174,6 @@ function param (value: unknown, name: string): string {
   if (value === undefined) return 'access_token'
   if (typeof value !== 'string' || !tokenShape.test(value)) throw new InvalidOptionError(`${name} must be a non-empty name without spaces, got ${describe(value)}`)
   return value
-}
-
-function nonEmptyString (value: unknown, name: string): string {
-  if (typeof value !== 'string' || value === '') throw new InvalidOptionError(`${name} must be a non-empty string, got ${describe(value)}`)
-  return value
-}
-
-function quotedStringSafe (value: unknown, name: string): string {
-  const text = nonEmptyString(value, name)
-  if (!/^[\x20-\x21\x23-\x5b\x5d-\x7e]+$/.test(text)) throw new InvalidOptionError(`${name} must be printable ASCII without quotes or backslashes, got ${describe(value)}`)
-  return text
-}
-
-function stringOrList (value: unknown, name: string): string | string[] | undefined {
-  if (value === undefined || typeof value === 'string') return value === '' ? nonEmptyString(value, name) : value
-  return stringList(value, name)
-}
-
-function stringList (value: unknown, name: string): string[] | undefined {
-  if (value === undefined) return undefined
-  if (!Array.isArray(value) || !value.every((entry) => typeof entry === 'string' && entry !== '')) {
-    throw new InvalidOptionError(`${name} must be an array of non-empty strings, got ${describe(value)}`)
-  }
-  return [...value]
 }
 
 const spanUnits: Record<string, number> = { s: 1, m: 60, h: 3600, d: 86_400, w: 604_800, y: 31_557_600 }

@@ -3,22 +3,23 @@
  * FST_WS_GUARD_* refusals (lib/errors.ts) and WebSocket close codes (RFC 6455 §7.4, IANA).
  */
 
+import type { GuardErrorCode } from '../errors.js'
+import { nginxUpgradeFix } from '../upgrade-headers.js'
+
 export interface Explanation {
   readonly cause: string
   readonly fix: string
 }
 
-const nginxUpgrade = 'for nginx, in the location: proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";'
-
 /** Every FST_WS_GUARD_* code, by meaning and remedy. */
-export const guardCodes: Readonly<Record<string, Explanation>> = {
+export const guardCodes: Readonly<Record<GuardErrorCode, Explanation>> = {
   FST_WS_GUARD_UPGRADE_REQUIRED: {
     cause: 'fastify-ws-guard got a plain HTTP request on a WebSocket route: no handshake header reached it, so something in between rewrote the request',
-    fix: `connect to the app directly to compare, then fix what sits in between; ${nginxUpgrade}`
+    fix: `connect to the app directly to compare, then fix what sits in between; ${nginxUpgradeFix}`
   },
   FST_WS_GUARD_UPGRADE_HEADERS_STRIPPED: {
     cause: 'the handshake reached fastify-ws-guard without its hop-by-hop Upgrade/Connection headers: a reverse proxy in between dropped them (nginx does unless told otherwise)',
-    fix: `${nginxUpgrade} (check any CDN's or load balancer's WebSocket setting too)`
+    fix: `${nginxUpgradeFix} (check any CDN's or load balancer's WebSocket setting too)`
   },
   FST_WS_GUARD_UNSUPPORTED_UPGRADE: {
     cause: 'the Upgrade header that reached the app was not "websocket"',
@@ -108,6 +109,11 @@ export const guardCodes: Readonly<Record<string, Explanation>> = {
     cause: 'the app registered fastify-ws-guard with an invalid option',
     fix: 'read the startup error in the server log and fix the option'
   }
+}
+
+/** What the doctor knows of a code read off a response body, which may name one it does not know. */
+export function explainGuardCode (code: string): Explanation | undefined {
+  return Object.hasOwn(guardCodes, code) ? guardCodes[code as GuardErrorCode] : undefined
 }
 
 /** WebSocket close codes a server sends, and fastify-ws-guard's own (4000 + HTTP status). */

@@ -1,6 +1,6 @@
 import type { Socket } from 'node:net'
 import { doctorHelp, parseDoctorArgs } from './args.js'
-import { Connection } from './connection.js'
+import { ProbeConnection } from './probe-connection.js'
 import { resolveHost } from './dns.js'
 import { listen } from './listen.js'
 import { redact } from './redact.js'
@@ -98,7 +98,7 @@ async function walk (options: DoctorOptions, results: StageResult[]): Promise<vo
     } else {
       results.push(skipped('tls', 'ws:// is not encrypted'))
     }
-    const conn = new Connection(socket)
+    const conn = new ProbeConnection(socket)
     const opened = await upgrade(target, conn, options, tcp.address!)
     results.push(opened.result)
     if (!opened.open) return

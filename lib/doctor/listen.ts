@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto'
 import { closeCodes } from './codes.js'
-import type { Connection } from './connection.js'
+import type { ProbeConnection } from './probe-connection.js'
 import { closePayload, encodeFrame, opcodes, parseClose, parseFrame } from './frames.js'
 import { failed, skipped, stageResult } from './stage.js'
 import { startClock } from './time.js'
@@ -14,7 +14,7 @@ const closeGrace = 500
  * answered, a close answered), and report the server's heartbeats, the round trip of one ping
  * of ours, and any close.
  */
-export async function listen (conn: Connection, options: DoctorOptions): Promise<StageResult> {
+export async function listen (conn: ProbeConnection, options: DoctorOptions): Promise<StageResult> {
   if (options.listen === 0) return skipped('listen', '--listen 0: not listening after the upgrade')
   const elapsed = startClock()
   const probe = randomBytes(8)

@@ -1,5 +1,5 @@
-import { guardCodes, type Explanation } from './codes.js'
-import type { Connection } from './connection.js'
+import { explainGuardCode, type Explanation } from './codes.js'
+import type { ProbeConnection } from './probe-connection.js'
 import { bodyComplete, bodyOf, handshakeKey, headDecided, looksLikeHttp, parseHead, type ResponseHead } from './http.js'
 import { redact } from './redact.js'
 import { failed, stageResult } from './stage.js'
@@ -7,6 +7,7 @@ import { startClock } from './time.js'
 import { speaksTls } from './tls.js'
 import type { DoctorOptions, Finding, StageResult } from './types.js'
 import type { Target } from './url.js'
+import { listsUpgrade, nginxUpgradeFix } from '../upgrade-headers.js'
 
 const userAgent = 'fastify-ws-guard-doctor'
 // A refusal's body is read for its error code; it gets a short bound of its own.
@@ -15,8 +16,6 @@ const shownHeaders = [
   'upgrade', 'connection', 'sec-websocket-accept', 'sec-websocket-protocol', 'sec-websocket-extensions',
   'sec-websocket-version', 'www-authenticate', 'location', 'retry-after', 'content-type', 'server', 'via'
 ]
-const connectionUpgrade = /(?:^|,)\s*upgrade\s*(?:,|$)/i
-const nginxUpgrade = 'for nginx, in the location: proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection "upgrade";'
 
 export interface Handshake {
   /** The request bytes, token included. */
@@ -54,7 +53,7 @@ function offeredProtocols (options: DoctorOptions): string[] {
 }
 
 /** Stage 5: send the handshake on the connection, read the answer, say what it means. */
-export async function upgrade (target: Target, conn: Connection, options: DoctorOptions, address: string): Promise<{ result: StageResult, open: boolean }> {
+export async function upgrade (target: Target, conn: ProbeConnection, options: DoctorOptions, address: string): Promise<{ result: StageResult, open: boolean }> {
   const elapsed = startClock()
   const handshake = buildHandshake(target, options)
   const hide = (text: string): string => redact(text, options.token)
@@ -79,7 +78,7 @@ export async function upgrade (target: Target, conn: Connection, options: Doctor
   await conn.wait((buffer) => bodyComplete(head, buffer), Math.min(options.timeout, bodyWait))
   const body = bodyOf(head, conn.buffer).toString('utf8')
   const code = /FST_WS_GUARD_[A-Z_]+/.exec(body)?.[0]
-  const explanation = code === undefined ? explainStatus(head, target, options) : guardCodes[code] ?? unknownGuardCode
+  const explanation = code === undefined ? explainStatus(head, target, options) : explainGuardCode(code) ?? unknownGuardCode
   const shown = body === '' ? [] : [`< body: ${hide(excerpt(body))}`]
   return {
     open: false,
@@ -92,7 +91,7 @@ export async function upgrade (target: Target, conn: Connection, options: Doctor
 }
 
 /** No head: silence, a close, TLS on the port, or something that is not HTTP. */
-async function noHead (target: Target, conn: Connection, options: DoctorOptions, address: string, timedOut: boolean): Promise<Finding> {
+async function noHead (target: Target, conn: ProbeConnection, options: DoctorOptions, address: string, timedOut: boolean): Promise<Finding> {
   const bytes = conn.buffer
   if (bytes.length === 0 && timedOut) {
     return failed('ETIMEDOUT', `no response in ${options.timeout} ms: the server accepted the connection and said nothing`, 'the server is stuck or overloaded, or it is not an HTTP server; check its logs')
@@ -119,7 +118,7 @@ function checkSwitch (head: ResponseHead, handshake: Handshake, options: DoctorO
   if (h.upgrade?.toLowerCase() !== 'websocket') {
     findings.push(failed('BAD_UPGRADE', `the 101 says Upgrade: ${h.upgrade ?? '(missing)'}, not websocket: clients fail the connection`, 'the server or a proxy rewrote the response; answer Upgrade: websocket'))
   }
-  if (!connectionUpgrade.test(h.connection ?? '')) {
+  if (!listsUpgrade(h.connection)) {
     findings.push(failed('BAD_CONNECTION', `the 101 says Connection: ${h.connection ?? '(missing)'}, without "upgrade": clients fail the connection`, 'answer Connection: Upgrade'))
   }
   if (h['sec-websocket-accept'] !== handshake.accept) {
@@ -190,7 +189,7 @@ function forbidden ({ headers, options }: StatusContext): Explanation {
 const byStatus: Readonly<Record<number, (context: StatusContext) => Explanation>> = {
   400: () => ({
     cause: 'the server refused the handshake as malformed (400); a `ws` server says 400 when the headers it needs (Upgrade, Connection, Sec-WebSocket-Key) did not arrive, e.g. dropped by a proxy',
-    fix: `read the body; if a proxy is in between, make it forward Upgrade and Connection (${nginxUpgrade})`
+    fix: `read the body; if a proxy is in between, make it forward Upgrade and Connection (${nginxUpgradeFix})`
   }),
   401: unauthorized,
   403: forbidden,
@@ -200,7 +199,7 @@ const byStatus: Readonly<Record<number, (context: StatusContext) => Explanation>
   }),
   426: () => ({
     cause: 'the server wants a WebSocket upgrade that did not reach it: a proxy in between dropped the Upgrade/Connection headers',
-    fix: nginxUpgrade
+    fix: nginxUpgradeFix
   }),
   429: () => ({
     cause: 'too many requests: rate-limited, or over a per-user connection limit',
@@ -223,7 +222,7 @@ const byStatus: Readonly<Record<number, (context: StatusContext) => Explanation>
 const byClass: Readonly<Record<number, (context: StatusContext) => Explanation>> = {
   2: ({ status }) => ({
     cause: `a plain HTTP handler answered (${status}) instead of a WebSocket one: the path serves HTTP, or a proxy dropped the Upgrade headers so the app saw an ordinary GET`,
-    fix: `check that the path is the WebSocket route; behind a proxy, forward Upgrade and Connection (${nginxUpgrade})`
+    fix: `check that the path is the WebSocket route; behind a proxy, forward Upgrade and Connection (${nginxUpgradeFix})`
   }),
   3: ({ status, headers }) => ({
     cause: `a redirect (${status}) to ${headers.location ?? '(no Location)'}: WebSocket clients do not follow redirects (browsers never do)`,

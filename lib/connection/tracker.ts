@@ -1,22 +1,23 @@
 import { performance } from 'node:perf_hooks'
 import type { FastifyRequest } from 'fastify'
 import WebSocket from 'ws'
-import type { HandshakeState } from './guard.js'
-import type { RouteSettings } from './options.js'
-import { closedChannel, type CloseReason, type StatsCounter } from './stats.js'
-import { TimerWheel, type WheelEntry } from './timer-wheel.js'
+import type { HandshakeState } from '../handshake/contract.js'
+import type { RouteSettings } from '../setup/options.js'
+import { acceptedChannel, closedChannel, type CloseReason, type StatsCounter } from '../stats.js'
+import { TimerWheel, type WheelEntry } from '../timer-wheel.js'
+import { watchSocket, type SocketEvents } from './guarded-socket.js'
 
+/** Where the tracker finds a request's connection, for `wsRefresh`. */
 const kConnection = Symbol('fastify-ws-guard.connection')
-const originalSend = WebSocket.prototype.send
 
-type GuardedSocket = WebSocket & { [kConnection]?: Connection, _socket?: { bytesWritten: number, writableLength: number } }
+type TrackedSocket = WebSocket & { _socket?: { bytesWritten: number, writableLength: number } }
 
 /**
  * One accepted, guarded connection: its deadlines and why it ended. Kept small: 10k+ live at
  * once. Every time field starts as a number: a field V8 first sees `undefined` in holds each
  * later value in a fresh heap number, and these change on every ping and every frame.
  */
-export class Connection implements WheelEntry {
+export class Connection implements WheelEntry, SocketEvents {
   due = 0
   slot = -1
   wheelPrev: WheelEntry | undefined = undefined
@@ -36,12 +37,28 @@ export class Connection implements WheelEntry {
 
   constructor (
     readonly tracker: ConnectionTracker,
-    readonly socket: GuardedSocket,
+    readonly socket: TrackedSocket,
     readonly state: HandshakeState,
-    readonly request: FastifyRequest,
     now: number
   ) {
     this.lastSeen = now
+  }
+
+  // What the socket reports (see guarded-socket.ts).
+  frameArrived (): void {
+    this.lastSeen = this.tracker.wheel.now
+  }
+
+  sent (): void {
+    this.tracker.afterSend(this)
+  }
+
+  errored (): void {
+    this.sawError = true
+  }
+
+  closed (code: number): void {
+    this.tracker.closed(this, code)
   }
 
   /** Ends the connection with a close frame, recording why. */
@@ -86,31 +103,34 @@ export class ConnectionTracker {
     this.#shortestInterval = Math.min(this.#shortestInterval, heartbeat?.pingInterval ?? Infinity, writeDeadline ?? Infinity)
   }
 
-  track (socket: WebSocket, state: HandshakeState, request: FastifyRequest): Connection {
+  /** Starts guarding a socket the guard's chain let through. */
+  track (socket: WebSocket, state: HandshakeState): Connection {
     const now = Date.now()
-    const connection = new Connection(this, socket, state, request, now)
-    const guarded = socket as GuardedSocket
-    guarded[kConnection] = connection
+    const connection = new Connection(this, socket, state, now)
+    const { heartbeat } = state.settings
+    watchSocket(socket, connection, heartbeat !== undefined)
+    ;(state.request.raw as RawWithConnection)[kConnection] = connection
     this.open.add(connection)
     this.#stats.accepted++
-    const { heartbeat } = state.settings
-    // Sockets of the guard's own ws server report their events and sends through their
-    // class (see GuardedWebSocket); others get listeners and an own send().
-    if (!(socket instanceof GuardedWebSocket)) {
-      socket.on('close', onClose)
-      socket.on('error', onError)
-      if (heartbeat !== undefined) {
-        socket.on('message', onFrame)
-        socket.on('ping', onFrame)
-        socket.on('pong', onFrame)
-      }
-      guarded.send = guardedSend as WebSocket['send']
-    }
     // The first ping lands anywhere in the interval, so a burst of connections does not
     // ping in one tick forever after.
     if (heartbeat !== undefined) connection.nextPing = now + Math.ceil(Math.random() * heartbeat.pingInterval)
     this.setExpiry(connection, state.user?.exp)
+    if (acceptedChannel.hasSubscribers) {
+      acceptedChannel.publish({
+        requestId: state.request.id,
+        route: state.route,
+        protocol: state.protocol,
+        sub: state.user?.sub,
+        handshakeMs: performance.now() - state.startedAt
+      })
+    }
     return connection
+  }
+
+  /** The open connection of a request this tracker guards, if any. */
+  connectionOf (request: FastifyRequest): Connection | undefined {
+    return (request.raw as RawWithConnection)[kConnection]
   }
 
   /** Moves the token-expiry deadline (after a refresh, too). */
@@ -183,9 +203,9 @@ export class ConnectionTracker {
     const reason = connection.closeReason ?? (connection.sawError ? 'error' : 'normal')
     this.#stats.closed[reason]++
     if (closedChannel.hasSubscribers) {
-      const { request, state } = connection
+      const { state } = connection
       closedChannel.publish({
-        requestId: request.id,
+        requestId: state.request.id,
         route: state.route,
         reason,
         code,
@@ -224,67 +244,9 @@ function checkWrites (connection: Connection, now: number, writeDeadline: number
 }
 
 /** Bytes the socket has handed to the kernel so far. */
-function flushed (socket: GuardedSocket): number {
+function flushed (socket: TrackedSocket): number {
   const raw = socket._socket!
   return raw.bytesWritten - raw.writableLength
 }
 
-// Shared listeners for sockets of an app's own ws server (`this` is the socket): no closure per connection.
-function onClose (this: GuardedSocket, code: number): void {
-  const connection = this[kConnection]!
-  connection.tracker.closed(connection, code)
-}
-
-function onError (this: GuardedSocket): void {
-  this[kConnection]!.sawError = true
-}
-
-/** Records that a connection ends on an error (its handler threw). */
-export function markError (socket: WebSocket): void {
-  const connection = (socket as GuardedSocket)[kConnection]
-  if (connection !== undefined) connection.sawError = true
-}
-
-function onFrame (this: GuardedSocket): void {
-  const connection = this[kConnection]!
-  connection.lastSeen = connection.tracker.wheel.now
-}
-
-function guardedSend (this: GuardedSocket, ...args: unknown[]): void {
-  (originalSend as (...args: unknown[]) => void).apply(this, args)
-  this[kConnection]!.tracker.afterSend(this[kConnection]!)
-}
-
-/**
- * The socket class of a ws server the guard registers itself. `emit()` and `send()` do the
- * bookkeeping that would otherwise take five listeners and an own `send` property on every
- * socket: memory and setup time at 10k+ connections, and an array copy on every message
- * emitted to more than one listener.
- */
-export class GuardedWebSocket extends WebSocket {
-  override emit (event: string | symbol, ...args: unknown[]): boolean {
-    const connection = (this as GuardedSocket)[kConnection]
-    if (connection !== undefined) {
-      switch (event) {
-        case 'message':
-        case 'ping':
-        case 'pong':
-          connection.lastSeen = connection.tracker.wheel.now
-          break
-        case 'close':
-          connection.tracker.closed(connection, args[0] as number)
-          break
-        case 'error':
-          connection.sawError = true
-          break
-      }
-    }
-    return super.emit(event, ...args)
-  }
-
-  override send (...args: unknown[]): void {
-    (originalSend as (...args: unknown[]) => void).apply(this, args)
-    const connection = (this as GuardedSocket)[kConnection]
-    if (connection !== undefined) connection.tracker.afterSend(connection)
-  }
-}
+type RawWithConnection = FastifyRequest['raw'] & { [kConnection]?: Connection }

@@ -1,8 +1,9 @@
 import type { ServerOptions } from 'ws'
-import { normalizeAuth, type AuthSettings, type WsGuardAuthOptions } from './auth/options.js'
-import { InvalidOptionError } from './errors.js'
-import { MemoryStore, type ConnectionStore } from './limits.js'
-import { compileOrigins, type OriginOption, type OriginSettings } from './origin.js'
+import { normalizeAuth, type AuthSettings, type WsGuardAuthOptions } from '../auth/options.js'
+import { InvalidOptionError } from '../errors.js'
+import { compileOrigins, type OriginOption, type OriginSettings } from '../handshake/origin-policy.js'
+import type { ConnectionStore } from '../store/contract.js'
+import { MemoryStore } from '../store/memory.js'
 import {
   assertKnownKeys,
   assertPlainObject,
@@ -11,7 +12,7 @@ import {
   optionalInteger,
   optionalOneOf,
   tokenShape
-} from './validate.js'
+} from '../validate.js'
 
 /** Settings that apply plugin-wide and can be overridden per route with `config.wsGuard`. */
 export interface WsGuardRouteOptions {

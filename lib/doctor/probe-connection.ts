@@ -6,7 +6,7 @@ export type WaitResult = 'ready' | 'closed' | 'timeout'
  * The open connection (TCP or TLS) as the upgrade and listen stages read it: every byte
  * received is kept until consumed, and one can wait for a condition on them, bounded in time.
  */
-export class Connection {
+export class ProbeConnection {
   readonly socket: Socket
   #buffer = Buffer.alloc(0)
   #closed = false

@@ -1,45 +1,12 @@
 import type { Duplex } from 'node:stream'
-import { TooManyConnectionsError, TooManyUserConnectionsError } from './errors.js'
-import type { GuardStep, HandshakeState } from './guard.js'
-import type { Rejection } from './reject.js'
-
-/**
- * Where connections are counted. The in-memory default counts this process; a shared store
- * (Redis, say) can count a fleet. `acquire` counts one more connection under `key` unless
- * `limit` is reached and says whether it did; `release` forgets one. Keys are
- * `'connections'` (every guarded connection) and `'user:<sub>'`.
- */
-export interface ConnectionStore {
-  acquire: (key: string, limit: number) => boolean | Promise<boolean>
-  release: (key: string) => void | Promise<void>
-}
-
-/** The default store: counts in this process. */
-export class MemoryStore implements ConnectionStore {
-  readonly #counts = new Map<string, number>()
-
-  acquire (key: string, limit: number): boolean {
-    const count = this.#counts.get(key) ?? 0
-    if (count >= limit) return false
-    this.#counts.set(key, count + 1)
-    return true
-  }
-
-  release (key: string): void {
-    const count = this.#counts.get(key) ?? 0
-    if (count <= 1) this.#counts.delete(key)
-    else this.#counts.set(key, count - 1)
-  }
-
-  count (key: string): number {
-    return this.#counts.get(key) ?? 0
-  }
-}
+import { TooManyConnectionsError, TooManyUserConnectionsError } from '../errors.js'
+import type { ConnectionStore } from '../store/contract.js'
+import type { GuardStep, HandshakeState, Rejection } from './contract.js'
 
 const globalKey = 'connections'
 
 /**
- * The last step before the upgrade: counts the connection in the store, process-wide and per
+ * Step 7 of the chain, the last before the upgrade: counts the connection in the store, process-wide and per
  * user (`sub`). Whatever happens next, the counts are released when the socket closes.
  */
 export function createLimitStep (store: ConnectionStore, maxConnections: number | undefined, onStoreError: (err: unknown) => void): GuardStep {

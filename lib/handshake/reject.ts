@@ -1,43 +1,10 @@
 import { STATUS_CODES } from 'node:http'
+import { performance } from 'node:perf_hooks'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { WebSocketServer } from 'ws'
-import type { GuardError } from './errors.js'
-
-/** Close codes for `rejectWith: 'close'`, by HTTP status: 4000 + status, 1013 "try again later". */
-const closeCodes: Record<number, number> = { 400: 4400, 401: 4401, 403: 4403, 429: 4429, 500: 1011, 503: 1013 }
-
-/** Short, fixed close reasons: a close frame is no place for details. */
-const closeReasons: Record<string, string> = {
-  FST_WS_GUARD_ORIGIN_NOT_ALLOWED: 'origin not allowed',
-  FST_WS_GUARD_TOKEN_MISSING: 'authentication required',
-  FST_WS_GUARD_TOKEN_INVALID: 'invalid token',
-  FST_WS_GUARD_TOKEN_EXPIRED: 'token expired',
-  FST_WS_GUARD_TOKEN_REVOKED: 'token revoked',
-  FST_WS_GUARD_FORBIDDEN: 'forbidden',
-  FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS: 'too many connections',
-  FST_WS_GUARD_TOO_MANY_CONNECTIONS: 'server at capacity',
-  FST_WS_GUARD_SHUTTING_DOWN: 'server shutting down',
-  FST_WS_GUARD_HANDSHAKE_TIMEOUT: 'handshake timeout',
-  FST_WS_GUARD_KEYS_UNAVAILABLE: 'try again later',
-  FST_WS_GUARD_UNSUPPORTED_PROTOCOL: 'unsupported protocol',
-  FST_WS_GUARD_PROTOCOL_REQUIRED: 'protocol required',
-  FST_WS_GUARD_INVALID_REQUEST: 'invalid request',
-  FST_WS_GUARD_INTERNAL: 'internal error'
-}
-
-/** A refusal: the error, extra response headers, and whether a close frame may carry it. */
-export interface Rejection {
-  error: GuardError
-  headers?: Readonly<Record<string, string>> | undefined
-}
-
-export function closeCodeFor (error: GuardError): number {
-  return closeCodes[error.statusCode] ?? 4400
-}
-
-export function closeReasonFor (error: GuardError): string {
-  return closeReasons[error.code] ?? 'bad request'
-}
+import type { GuardError } from '../errors.js'
+import { rejectedChannel, type StatsCounter } from '../stats.js'
+import type { HandshakeState, Rejection } from './contract.js'
 
 /**
  * Answers with `{ statusCode, code, error, message }`, `Connection: close`, then closes the
@@ -48,10 +15,7 @@ export function sendHttpRejection (request: FastifyRequest, reply: FastifyReply,
   const { error } = rejection
   const status = error.statusCode
   const body = JSON.stringify({ statusCode: status, code: error.code, error: STATUS_CODES[status], message: error.message })
-  const headers: Record<string, string> = { connection: status === 426 ? 'upgrade, close' : 'close' }
-  // Capacity and timing refusals are temporary: say when to come back.
-  if (status === 503 || status === 429) headers['retry-after'] = '5'
-  Object.assign(headers, rejection.headers)
+  const headers: Record<string, string> = { connection: status === 426 ? 'upgrade, close' : 'close', ...error.headers, ...rejection.headers }
   if (!request.ws) {
     reply.code(status).headers(headers).type('application/json; charset=utf-8').send(body)
     return
@@ -81,9 +45,26 @@ export function sendCloseRejection (wss: WebSocketServer, request: FastifyReques
   // its handshake are dropped with the connection anyway.
   wss.handleUpgrade(request.raw, reply.raw.socket!, emptyHead, (socket) => {
     socket.on('error', noop)
-    socket.close(closeCodeFor(error), closeReasonFor(error))
+    socket.close(error.closeCode, error.closeReason)
   })
 }
 
 const emptyHead = Buffer.alloc(0)
 function noop (): void {}
+
+/** One info line per refused handshake (code and reason, never a URL), counted and published. */
+export function recordRejection (stats: StatsCounter, request: FastifyRequest, state: HandshakeState | undefined, error: GuardError): void {
+  const route = state?.route ?? request.routeOptions.url
+  request.log.info({ wsGuard: { code: error.code, statusCode: error.statusCode, route, causeCode: error.causeCode } }, `websocket handshake rejected: ${error.message}`)
+  stats.countRejection(error.code)
+  if (rejectedChannel.hasSubscribers) {
+    rejectedChannel.publish({
+      requestId: request.id,
+      route,
+      code: error.code,
+      statusCode: error.statusCode,
+      sub: state?.user?.sub,
+      handshakeMs: state === undefined ? 0 : performance.now() - state.startedAt
+    })
+  }
+}

@@ -1,9 +1,9 @@
 import type { IncomingMessage } from 'node:http'
 import type { WebSocketServer } from 'ws'
-import { bearerPrefix } from './auth/token-sources.js'
-import { InvalidProtocolHeaderError, ProtocolRequiredError, UnsupportedProtocolError, type GuardError } from './errors.js'
-import { kHandshake } from './symbols.js'
-import { tokenShape } from './validate.js'
+import { bearerPrefix } from '../auth/token-sources.js'
+import { InvalidProtocolHeaderError, ProtocolRequiredError, UnsupportedProtocolError, type GuardError } from '../errors.js'
+import { tokenShape } from '../validate.js'
+import { kHandshake, type GuardedIncomingMessage, type GuardStep } from './contract.js'
 
 /** The subprotocols a client offered, in its order; an error when the header is malformed. */
 export function parseOfferedProtocols (header: string | undefined): string[] | GuardError {
@@ -38,6 +38,14 @@ export function selectProtocol (offered: readonly string[], spoken: readonly str
   return false
 }
 
+/** Step 5 of the chain: the subprotocol the 101 will name. */
+export const selectProtocolStep: GuardStep = (_request, state) => {
+  const selected = selectProtocol(state.offeredProtocols, state.settings.protocols)
+  if (typeof selected === 'object') return { error: selected }
+  state.protocol = selected
+  return undefined
+}
+
 /**
  * Makes ws name the subprotocol the guard chose. Without this, ws echoes the first offered
  * subprotocol, which reflects `bearer.<token>` back when a browser sends its token that way.
@@ -57,8 +65,4 @@ export function installProtocolSelection (wss: WebSocketServer): void {
     if (typeof original === 'function') return original(new Set(offered), request)
     return offered[0] ?? false
   }
-}
-
-interface GuardedIncomingMessage extends IncomingMessage {
-  [kHandshake]?: { protocol: string | false, settings: { protocols: readonly string[] } }
 }

@@ -1,15 +1,16 @@
 import type { FastifyInstance, onRequestHookHandler, RouteOptions } from 'fastify'
-import type { ConnectionTracker } from './connections.js'
-import { InvalidOptionError, NotWebSocketRouteError } from './errors.js'
-import { createGuardHook, recordRejection, type GuardContext } from './guard.js'
+import type { ConnectionTracker } from '../connection/tracker.js'
+import { InvalidOptionError, NotWebSocketRouteError } from '../errors.js'
+import type { HandshakeGuard } from '../handshake/chain.js'
+import { recordRejection, sendHttpRejection } from '../handshake/reject.js'
+import type { StatsCounter } from '../stats.js'
 import { resolveRouteSettings, type NormalizedOptions } from './options.js'
-import { sendHttpRejection } from './reject.js'
 
 /**
  * The `onRoute` hook that guards every route declared in the plugin's scope: WebSocket routes
  * get the guard chain, plain routes get a clear refusal of upgrade requests.
  */
-export function createRouteGuard (options: NormalizedOptions, context: GuardContext, tracker: ConnectionTracker) {
+export function createRouteGuard (options: NormalizedOptions, guard: HandshakeGuard, tracker: ConnectionTracker) {
   return function onRoute (routeOptions: RouteOptions): void {
     const overrides = routeOptions.config?.wsGuard
     if (overrides === false) return
@@ -20,7 +21,7 @@ export function createRouteGuard (options: NormalizedOptions, context: GuardCont
       if (overrides !== undefined) {
         throw new InvalidOptionError(`config.wsGuard is set on ${name}, which is not a WebSocket route; add websocket: true or declare it with app.wsRoute()`)
       }
-      prependOnRequest(routeOptions, rejectUpgrade(context, methods[0]!, routeOptions.url))
+      prependOnRequest(routeOptions, rejectUpgrade(guard.stats, methods[0]!, routeOptions.url))
       return
     }
     // A HEAD route (including the one Fastify adds for a GET) can never be upgraded.
@@ -29,17 +30,17 @@ export function createRouteGuard (options: NormalizedOptions, context: GuardCont
     tracker.noteIntervals(settings)
     // A wsHandler route also serves plain HTTP through its handler.
     const servesHttp = routeOptions.websocket !== true
-    prependOnRequest(routeOptions, createGuardHook(context, settings, routeOptions.url, servesHttp))
+    prependOnRequest(routeOptions, guard.routeHook(settings, routeOptions.url, servesHttp))
   }
 }
 
 /** Upgrades aimed at a plain HTTP route would get a 101 and an immediate close; refuse them first. */
-function rejectUpgrade (context: GuardContext, method: string, url: string): onRequestHookHandler {
+function rejectUpgrade (stats: StatsCounter, method: string, url: string): onRequestHookHandler {
   return function wsGuardPlainRoute (request, reply, done) {
     if (!request.ws) return done()
     const error = new NotWebSocketRouteError(method, url)
     sendHttpRejection(request, reply, { error })
-    recordRejection(context, request, undefined, error)
+    recordRejection(stats, request, undefined, error)
   }
 }
 

@@ -1,18 +1,17 @@
 import type { FastifyRequest } from 'fastify'
 import type { JWTPayload } from 'jose'
+import type { AuthSettings } from '../auth/options.js'
+import { VerifiedTokenCache } from '../auth/token-cache.js'
+import { extractToken } from '../auth/token-sources.js'
+import { precheckToken, verifyToken } from '../auth/verify.js'
 import { ForbiddenError, TokenMissingError, TokenRevokedError, type GuardError } from '../errors.js'
-import type { GuardStep, HandshakeState } from '../guard.js'
-import type { Rejection } from '../reject.js'
-import type { AuthSettings } from './options.js'
-import { VerifiedTokenCache } from './token-cache.js'
-import { extractToken } from './token-sources.js'
-import { precheckToken, verifyToken } from './verify.js'
+import type { GuardStep, HandshakeState, Rejection } from './contract.js'
 
 // Cached verdicts are re-checked at least this often, whatever the token's lifetime.
 const maxCacheLifetime = 10 * 60_000
 
 /**
- * The authentication step of the guard chain: find the token, verify it (or find it in the
+ * Step 6 of the chain, the JWT code of lib/auth/ as a step: find the token, verify it (or find it in the
  * verified-token cache), then `isRevoked` and `authorize`. The cache-hit path without
  * callbacks stays synchronous.
  */

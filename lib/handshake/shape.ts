@@ -6,18 +6,18 @@ import {
   UpgradeHeadersStrippedError,
   UpgradeRequiredError,
   type GuardError
-} from './errors.js'
+} from '../errors.js'
+import { listsUpgrade } from '../upgrade-headers.js'
 
 // 16 bytes in base64: 22 characters and two padding characters (the test ws itself applies).
 const keyShape = /^[A-Za-z0-9+/]{22}==$/
-const connectionUpgrade = /(?:^|,)\s*upgrade\s*(?:,|$)/i
 
 /**
  * The cheap checks of RFC 6455 §4.2.1, run before anything else. Node emits an upgrade
  * (`request.ws`) only when both `Upgrade` and `Connection: upgrade` arrived; a plain request
  * that still carries part of a handshake tells that a proxy dropped the hop-by-hop headers.
  */
-export function checkHandshake (request: FastifyRequest): GuardError | undefined {
+export function checkHandshakeShape (request: FastifyRequest): GuardError | undefined {
   const headers = request.headers
   if (!request.ws) return diagnosePlainRequest(headers)
   if (headers.upgrade?.toLowerCase() !== 'websocket') return new UnsupportedUpgradeError()
@@ -31,7 +31,7 @@ export function checkHandshake (request: FastifyRequest): GuardError | undefined
 
 function diagnosePlainRequest (headers: FastifyRequest['headers']): GuardError {
   const hasUpgrade = headers.upgrade !== undefined
-  const hasConnectionUpgrade = connectionUpgrade.test(headers.connection ?? '')
+  const hasConnectionUpgrade = listsUpgrade(headers.connection)
   if (hasUpgrade && !hasConnectionUpgrade) {
     return new UpgradeHeadersStrippedError('"Connection: Upgrade" (Upgrade arrived alone)')
   }

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { runCli } from './doctor/index.js'
+import { runCli } from './index.js'
 
 const code = await runCli(process.argv.slice(2), process)
 process.exitCode = code

@@ -1,8 +1,8 @@
 import websocket, { type WebsocketPluginOptions } from '@fastify/websocket'
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import type { ServerOptions, WebSocket, WebSocketServer } from 'ws'
-import { GuardedWebSocket, markError } from './connections.js'
-import { installProtocolSelection } from './protocols.js'
+import { GuardedWebSocket, markError } from '../connection/guarded-socket.js'
+import { installProtocolSelection } from '../handshake/protocols.js'
 
 const kInstalled = Symbol('fastify-ws-guard.installed')
 
