@@ -4,6 +4,7 @@ import { createRefresh } from './lib/connection/refresh.js'
 import { ConnectionTracker } from './lib/connection/tracker.js'
 import { HandshakeGuard } from './lib/handshake/chain.js'
 import { kHandshake, type GuardedIncomingMessage } from './lib/handshake/contract.js'
+import { UpgradeSockets } from './lib/handshake/upgrade-sockets.js'
 import { normalizeOptions, type WsGuardOptions, type WsGuardRouteOptions } from './lib/setup/options.js'
 import { createRouteGuard, declareWebSocketRoute } from './lib/setup/routes.js'
 import { ensureWebSocket } from './lib/setup/websocket-server.js'
@@ -26,14 +27,20 @@ const plugin: FastifyPluginAsync<WsGuardOptions> = async function wsGuard (fasti
   const connections = new ConnectionTracker(stats)
 
   // Added before @fastify/websocket registers its own preClose, which closes every socket
-  // without a code: handshakes stop first, then open connections get a 1001 and a grace.
+  // without a code. Handshakes stop first, then open connections get a 1001; whatever has not
+  // ended when shutdownGrace is over is ended then, so app.close() always ends.
   fastify.addHook('preClose', async () => {
-    handshakes.startClosing(fastify.server)
-    await connections.shutdown(settings.shutdownGrace)
+    handshakes.startClosing()
+    upgrades.startClosing()
+    await settledWithin(settings.shutdownGrace, connections.closeAll(), handshakes.settled())
+    connections.terminateAll()
+    handshakes.refuseWaiting()
+    upgrades.destroyAll()
   })
 
   const wss = await ensureWebSocket(fastify, settings.websocket)
   const handshakes = new HandshakeGuard(wss, settings, stats, fastify.log)
+  const upgrades = new UpgradeSockets(fastify.server, wss)
   wss.on('connection', (socket, raw: GuardedIncomingMessage) => {
     const state = raw[kHandshake]
     if (state?.owner === handshakes.owner) connections.track(socket, state)
@@ -43,7 +50,14 @@ const plugin: FastifyPluginAsync<WsGuardOptions> = async function wsGuard (fasti
   fastify.decorateRequest('wsRefresh', createRefresh(connections))
   fastify.decorate('wsRoute', declareWebSocketRoute as unknown as WsRouteMethod)
   fastify.decorate('wsGuard', { stats: () => stats.snapshot(connections.open.size) })
-  fastify.addHook('onRoute', createRouteGuard(settings, handshakes, connections))
+  fastify.addHook('onRoute', createRouteGuard(settings, handshakes, connections, upgrades))
+}
+
+/** Resolves when every promise has, or after `ms`, whichever comes first. */
+async function settledWithin (ms: number, ...pending: Array<Promise<void>>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([Promise.all(pending), new Promise<void>((resolve) => { timer = setTimeout(resolve, ms) })])
+  clearTimeout(timer)
 }
 
 export const fastifyWsGuard = fp(plugin, { fastify: '5.x', name: 'fastify-ws-guard' })

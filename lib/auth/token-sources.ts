@@ -15,7 +15,15 @@ export interface TokenSourceSettings {
 /** A token and where it came from, `undefined` when the client sent none, or why the request is malformed. */
 export type Extraction = { token: string, source: TokenSource } | undefined | GuardError
 
-export const bearerPrefix = 'bearer.'
+const bearerPrefix = 'bearer.'
+
+/**
+ * Whether a subprotocol carries a token: `bearer.<token>`, in any letter case, is never
+ * selected nor echoed, even where only the lowercase form is read as a token.
+ */
+export function carriesToken (protocol: string): boolean {
+  return protocol.length >= bearerPrefix.length && protocol.slice(0, bearerPrefix.length).toLowerCase() === bearerPrefix
+}
 // RFC 6750 §2.1: b64token.
 const bearerHeader = /^Bearer +([A-Za-z0-9\-._~+/]+=*) *$/i
 const bearerScheme = /^Bearer(?: |$)/i

@@ -142,16 +142,17 @@ export class ConnectionTracker {
     this.#reschedule(connection, Date.now())
   }
 
-  /** Closes every connection with 1001 and resolves once all are gone, terminating stragglers after `grace` ms. */
-  async shutdown (grace: number): Promise<void> {
+  /** Closes every connection with 1001; resolves once all are gone. */
+  async closeAll (): Promise<void> {
     if (this.open.size === 0) return
     const drained = new Promise<void>((resolve) => { this.#drained = resolve })
     for (const connection of this.open) connection.close('shutdown', 1001, 'server shutting down')
-    const timer = setTimeout(() => {
-      for (const connection of this.open) connection.terminate('shutdown')
-    }, grace)
     await drained
-    clearTimeout(timer)
+  }
+
+  /** Ends the connections still open when the shutdown grace is over: their peers did not answer the 1001. */
+  terminateAll (): void {
+    for (const connection of this.open) connection.terminate('shutdown')
   }
 
   #visit (connection: Connection, now: number): void {

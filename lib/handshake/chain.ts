@@ -1,9 +1,8 @@
-import type { Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { performance } from 'node:perf_hooks'
-import type { FastifyBaseLogger, FastifyReply, FastifyRequest, onRequestHookHandler } from 'fastify'
+import type { FastifyBaseLogger, FastifyReply, FastifyRequest, onRequestHookHandler, preHandlerHookHandler } from 'fastify'
 import type { WebSocketServer } from 'ws'
-import { bearerPrefix } from '../auth/token-sources.js'
+import { carriesToken } from '../auth/token-sources.js'
 import { HandshakeTimeoutError, InternalError, ShuttingDownError } from '../errors.js'
 import { errorIdentity } from '../serializers.js'
 import type { NormalizedOptions, RouteSettings } from '../setup/options.js'
@@ -33,6 +32,8 @@ export class HandshakeGuard {
   readonly timers = new TimerWheel<HandshakeRun>(25, 4096, (run) => run.timeout())
   readonly #refuseWhileClosing: GuardStep = () => this.closing ? { error: new ShuttingDownError() } : undefined
   readonly #limitConnections: GuardStep
+  readonly #waiting = new Set<HandshakeRun>()
+  #onSettled: (() => void) | undefined
 
   constructor (wss: WebSocketServer, options: NormalizedOptions, stats: StatsCounter, log: FastifyBaseLogger) {
     this.wss = wss
@@ -91,13 +92,42 @@ export class HandshakeGuard {
     }
   }
 
-  /** From `preClose` on: refuse new handshakes and close the sockets of upgrades Fastify answers itself. */
-  startClosing (server: Server): void {
+  /**
+   * A `preHandler` of every guarded route, after the app's own hooks: the last moment before
+   * @fastify/websocket upgrades, so a handshake that was still in the app's hooks when closing
+   * started is refused too, and its handler never runs.
+   */
+  readonly beforeUpgrade: preHandlerHookHandler = (request, reply, done) => {
+    const state = (request.raw as GuardedIncomingMessage)[kHandshake]
+    if (!this.closing || !request.ws || state?.owner !== this.owner) return done()
+    refuse(this, request, reply, state, { error: new ShuttingDownError() })
+  }
+
+  /** From `preClose` on: new handshakes are refused, and so are those waiting on a step when it settles. */
+  startClosing (): void {
     this.closing = true
-    // While closing, Fastify answers upgrades with its own 503 before any hook runs, and an
-    // upgrade socket is no longer the HTTP server's to close: without this, server.close()
-    // would wait on it forever.
-    server.on('upgrade', closeAfterAnswer)
+  }
+
+  /** Resolves once no handshake waits on an async step. */
+  async settled (): Promise<void> {
+    while (this.#waiting.size > 0) await new Promise<void>((resolve) => { this.#onSettled = resolve })
+  }
+
+  /** Refuses the handshakes still waiting when the shutdown grace is over. */
+  refuseWaiting (): void {
+    for (const run of this.#waiting) run.reject({ error: new ShuttingDownError() })
+  }
+
+  /** A handshake starts waiting on an async step: `handshakeTimeout` bounds it from here. */
+  startWaiting (run: HandshakeRun): void {
+    this.#waiting.add(run)
+    this.timers.schedule(run, Date.now() + run.state.settings.handshakeTimeout)
+  }
+
+  stopWaiting (run: HandshakeRun): void {
+    this.#waiting.delete(run)
+    this.timers.remove(run)
+    if (this.#waiting.size === 0) this.#onSettled?.()
   }
 }
 
@@ -141,7 +171,7 @@ export class HandshakeRun implements WheelEntry {
 
   wait (pending: Promise<Rejection | undefined>, resumeAt: number): void {
     if (this.#onGone === undefined) {
-      this.guard.timers.schedule(this, Date.now() + this.state.settings.handshakeTimeout)
+      this.guard.startWaiting(this)
       // A client that hangs up (FIN or reset) while we wait gets nothing: no answer, no upgrade.
       this.#onGone = () => {
         this.finish()
@@ -152,6 +182,8 @@ export class HandshakeRun implements WheelEntry {
     }
     pending.then((result) => {
       if (this.#settled) return
+      // The app started closing meanwhile: no upgrade now.
+      if (result === undefined && this.guard.closing) return this.reject({ error: new ShuttingDownError() })
       if (result === undefined) return this.next(resumeAt)
       this.reject(result)
     }, (err: unknown) => {
@@ -166,15 +198,7 @@ export class HandshakeRun implements WheelEntry {
 
   reject (rejection: Rejection): void {
     this.finish()
-    const { state } = this
-    const protocol = state.settings.rejectWith === 'close' ? protocolForClose(state) : undefined
-    if (protocol !== undefined) {
-      state.protocol = protocol
-      sendCloseRejection(this.guard.wss, this.request, this.reply, rejection.error)
-    } else {
-      sendHttpRejection(this.request, this.reply, rejection)
-    }
-    recordRejection(this.guard.stats, this.request, state, rejection.error)
+    refuse(this.guard, this.request, this.reply, this.state, rejection)
   }
 
   timeout (): void {
@@ -184,11 +208,23 @@ export class HandshakeRun implements WheelEntry {
   finish (): void {
     this.#settled = true
     if (this.#onGone !== undefined) {
-      this.guard.timers.remove(this)
+      this.guard.stopWaiting(this)
       this.state.socket.off('end', this.#onGone)
       this.state.socket.off('close', this.#onGone)
     }
   }
+}
+
+/** Answers a refusal as the route says (over HTTP, or with a close frame after the upgrade), then records it. */
+function refuse (guard: HandshakeGuard, request: FastifyRequest, reply: FastifyReply, state: HandshakeState, rejection: Rejection): void {
+  const protocol = state.settings.rejectWith === 'close' ? protocolForClose(state) : undefined
+  if (protocol !== undefined) {
+    state.protocol = protocol
+    sendCloseRejection(guard.wss, request, reply, rejection.error)
+  } else {
+    sendHttpRejection(request, reply, rejection)
+  }
+  recordRejection(guard.stats, request, state, rejection.error)
 }
 
 /**
@@ -198,13 +234,6 @@ export class HandshakeRun implements WheelEntry {
  */
 function protocolForClose (state: HandshakeState): string | false | undefined {
   if (state.protocol !== false || state.offeredProtocols.length === 0) return state.protocol
-  const choice = state.offeredProtocols.find((protocol) => !protocol.startsWith(bearerPrefix))
+  const choice = state.offeredProtocols.find((protocol) => !carriesToken(protocol))
   return choice ?? undefined
-}
-
-function closeAfterAnswer (_request: unknown, socket: Duplex): void {
-  // The guard's own refusals have closed or are closing their sockets already.
-  if (socket.writableEnded || socket.destroyed) return
-  socket.end()
-  socket.once('finish', () => socket.destroy())
 }

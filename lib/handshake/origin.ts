@@ -29,9 +29,9 @@ export function checkOrigin (request: FastifyRequest, settings: OriginSettings):
     case 'same':
       return isSameOrigin(origin, request.host)
         ? undefined
-        : `${origin.normalized} is not the same origin as Host "${truncate(request.host ?? '')}" (list it in origins; behind a proxy set trustProxy so X-Forwarded-Host is used)`
+        : `${truncate(origin.normalized)} is not the same origin as Host "${truncate(request.host ?? '')}" (list it in origins; behind a proxy set trustProxy so X-Forwarded-Host is used)`
     case 'list':
-      return listAllows(policy, origin) ? undefined : `${origin.normalized} is not in the allowlist`
+      return listAllows(policy, origin) ? undefined : `${truncate(origin.normalized)} is not in the allowlist`
     case 'function':
       return callPredicate(policy.predicate, origin.normalized, request)
   }
@@ -41,10 +41,15 @@ const nullOrigin: ParsedOrigin = { scheme: '', host: '', port: '', normalized: '
 
 function callPredicate (predicate: OriginPredicate, origin: string, request: FastifyRequest): string | undefined | Promise<string | undefined> {
   const verdict = predicate(origin, request)
-  if (typeof verdict === 'boolean') return verdict ? undefined : `${origin} is not allowed by the origins function`
-  return Promise.resolve(verdict).then((allowed) => allowed === true ? undefined : `${origin} is not allowed by the origins function`)
+  if (typeof verdict === 'boolean') return verdict ? undefined : notAllowedByFunction(origin)
+  return Promise.resolve(verdict).then((allowed) => allowed === true ? undefined : notAllowedByFunction(origin))
 }
 
+function notAllowedByFunction (origin: string): string {
+  return `${truncate(origin)} is not allowed by the origins function`
+}
+
+/** At most about 100 characters of a client's value in a body or a log line. */
 function truncate (value: string): string {
   return value.length > 100 ? value.slice(0, 100) + '...' : value
 }

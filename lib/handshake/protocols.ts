@@ -1,6 +1,6 @@
 import type { IncomingMessage } from 'node:http'
 import type { WebSocketServer } from 'ws'
-import { bearerPrefix } from '../auth/token-sources.js'
+import { carriesToken } from '../auth/token-sources.js'
 import { InvalidProtocolHeaderError, ProtocolRequiredError, UnsupportedProtocolError, type GuardError } from '../errors.js'
 import { tokenShape } from '../validate.js'
 import { kHandshake, type GuardedIncomingMessage, type GuardStep } from './contract.js'
@@ -24,7 +24,7 @@ export function parseOfferedProtocols (header: string | undefined): string[] | G
  * an error: selecting nothing makes browsers fail the connection.
  */
 export function selectProtocol (offered: readonly string[], spoken: readonly string[]): string | false | GuardError {
-  const application = offered.filter((protocol) => protocol !== 'bearer' && !protocol.startsWith(bearerPrefix))
+  const application = offered.filter((protocol) => protocol !== 'bearer' && !carriesToken(protocol))
   if (spoken.length > 0) {
     for (const protocol of spoken) {
       if (application.includes(protocol)) return protocol
@@ -58,10 +58,10 @@ export function installProtocolSelection (wss: WebSocketServer): void {
       // The route's `protocols` decided, or the guard's default did: the app's own
       // handleProtocols may still choose among the application protocols.
       if (typeof original !== 'function' || state.settings.protocols.length > 0 || state.protocol === false || state.protocol === 'bearer') return state.protocol
-      return original(new Set([...protocols].filter((protocol) => protocol !== 'bearer' && !protocol.startsWith(bearerPrefix))), request)
+      return original(new Set([...protocols].filter((protocol) => protocol !== 'bearer' && !carriesToken(protocol))), request)
     }
     // A route outside the guard: the app's choice or ws's default, never shown a token.
-    const offered = [...protocols].filter((protocol) => !protocol.startsWith(bearerPrefix))
+    const offered = [...protocols].filter((protocol) => !carriesToken(protocol))
     if (typeof original === 'function') return original(new Set(offered), request)
     return offered[0] ?? false
   }

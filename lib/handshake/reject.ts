@@ -46,8 +46,13 @@ export function sendCloseRejection (wss: WebSocketServer, request: FastifyReques
   wss.handleUpgrade(request.raw, reply.raw.socket!, emptyHead, (socket) => {
     socket.on('error', noop)
     socket.close(error.closeCode, error.closeReason)
+    // ws waits 30 s for a silent client to answer the close: a refused one gets two.
+    const timer = setTimeout(() => socket.terminate(), closeRejectionGrace)
+    socket.once('close', () => clearTimeout(timer))
   })
 }
+
+const closeRejectionGrace = 2000
 
 const emptyHead = Buffer.alloc(0)
 function noop (): void {}

@@ -1,7 +1,8 @@
-import type { FastifyInstance, onRequestHookHandler, RouteOptions } from 'fastify'
+import type { FastifyInstance, onRequestHookHandler, preHandlerHookHandler, RouteOptions } from 'fastify'
 import type { ConnectionTracker } from '../connection/tracker.js'
 import { InvalidOptionError, NotWebSocketRouteError } from '../errors.js'
 import type { HandshakeGuard } from '../handshake/chain.js'
+import type { UpgradeSockets } from '../handshake/upgrade-sockets.js'
 import { recordRejection, sendHttpRejection } from '../handshake/reject.js'
 import type { StatsCounter } from '../stats.js'
 import { resolveRouteSettings, type NormalizedOptions } from './options.js'
@@ -10,7 +11,7 @@ import { resolveRouteSettings, type NormalizedOptions } from './options.js'
  * The `onRoute` hook that guards every route declared in the plugin's scope: WebSocket routes
  * get the guard chain, plain routes get a clear refusal of upgrade requests.
  */
-export function createRouteGuard (options: NormalizedOptions, guard: HandshakeGuard, tracker: ConnectionTracker) {
+export function createRouteGuard (options: NormalizedOptions, guard: HandshakeGuard, tracker: ConnectionTracker, upgrades: UpgradeSockets) {
   return function onRoute (routeOptions: RouteOptions): void {
     const overrides = routeOptions.config?.wsGuard
     if (overrides === false) return
@@ -28,9 +29,11 @@ export function createRouteGuard (options: NormalizedOptions, guard: HandshakeGu
     if (methods.every((method) => method === 'HEAD')) return
     const settings = resolveRouteSettings(options, overrides, name)
     tracker.noteIntervals(settings)
+    upgrades.noteHandshakeTimeout(settings.handshakeTimeout)
     // A wsHandler route also serves plain HTTP through its handler.
     const servesHttp = routeOptions.websocket !== true
     prependOnRequest(routeOptions, guard.routeHook(settings, routeOptions.url, servesHttp))
+    appendPreHandler(routeOptions, guard.beforeUpgrade)
   }
 }
 
@@ -48,6 +51,12 @@ function rejectUpgrade (stats: StatsCounter, method: string, url: string): onReq
 function prependOnRequest (routeOptions: RouteOptions, hook: onRequestHookHandler): void {
   const existing = routeOptions.onRequest
   routeOptions.onRequest = existing === undefined ? [hook] : [hook, ...([] as onRequestHookHandler[]).concat(existing)]
+}
+
+/** After the route's own preHandlers: the last check before the upgrade. */
+function appendPreHandler (routeOptions: RouteOptions, hook: preHandlerHookHandler): void {
+  const existing = routeOptions.preHandler
+  routeOptions.preHandler = existing === undefined ? [hook] : [...([] as preHandlerHookHandler[]).concat(existing), hook]
 }
 
 /** Arguments of `app.wsRoute(path, [routeOptions], handler)`. */

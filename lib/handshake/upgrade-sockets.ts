@@ -1,0 +1,100 @@
+import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import type { Duplex } from 'node:stream'
+import type { WebSocket, WebSocketServer } from 'ws'
+
+// Beyond a route's own handshakeTimeout: the guard answers first, this only catches the rest.
+const margin = 2000
+
+type UpgradeSocket = Duplex & { _httpMessage?: ServerResponse | null, setTimeout?: (ms: number) => void }
+
+/**
+ * Every upgrade socket, from its request head until it is a WebSocket or closed. Node hands
+ * upgrade sockets to the app for good: one that Fastify answers itself (a bad URL, a 404, a
+ * 414, its 503 while closing) or that nobody answers (a request pipelined before the upgrade)
+ * would otherwise stay open after the answer, holding a descriptor for ever. So each is closed
+ * once an answer is written, whoever wrote it, or after the longest `handshakeTimeout` of the
+ * guarded routes when nobody does; `destroyAll()` ends what is left when the app closes.
+ */
+export class UpgradeSockets {
+  readonly #pending = new Set<Duplex>()
+  /** A 'close' listener shared by every socket (`this` is the socket): no closure per upgrade. */
+  readonly #forget: (this: Duplex) => void
+  #deadline = 0
+  #closing = false
+
+  constructor (server: Server, wss: WebSocketServer) {
+    const pending = this.#pending
+    this.#forget = function (this: Duplex) { pending.delete(this) }
+    // After @fastify/websocket's own listener: Fastify has routed the request by then.
+    server.on('upgrade', this.#onUpgrade)
+    wss.on('connection', this.#onWebSocket)
+  }
+
+  /** Called for each guarded route at declaration: the deadline outlasts its handshake checks. */
+  noteHandshakeTimeout (ms: number): void {
+    this.#deadline = Math.max(this.#deadline, ms + margin)
+  }
+
+  /** From `app.close()` on, an upgrade nobody routes is closed at once. */
+  startClosing (): void {
+    this.#closing = true
+  }
+
+  /** Ends every upgrade socket that is not a WebSocket yet: the shutdown grace is over. */
+  destroyAll (): void {
+    for (const socket of this.#pending) socket.destroy()
+  }
+
+  get size (): number {
+    return this.#pending.size
+  }
+
+  readonly #onUpgrade = (request: IncomingMessage, socket: UpgradeSocket): void => {
+    if (socket.destroyed) return
+    const response = socket._httpMessage
+    if (response == null && this.#closing) {
+      // @fastify/websocket has let go of upgrades: nobody will answer this one.
+      socket.destroy()
+      return
+    }
+    if (response?.req === request) {
+      response.on('finish', onAnswered)
+    } else if (response != null) {
+      // A plain request was pipelined before the upgrade, which will never be answered: the
+      // socket closes after that request's answer (the HTTP server detaches it from that one).
+      response.once('finish', () => closeAfterAnswer(socket))
+    }
+    this.#pending.add(socket)
+    socket.on('close', this.#forget)
+    // ws clears it with setTimeout(0) when the upgrade completes; an idle timeout is enough
+    // here, since nothing is read from an upgrade socket before that.
+    socket.setTimeout?.(this.#deadline === 0 ? 10_000 + margin : this.#deadline)
+    socket.on('timeout', onIdle)
+  }
+
+  readonly #onWebSocket = (websocket: WebSocket): void => {
+    const socket = (websocket as WebSocket & { _socket?: Duplex })._socket
+    /* c8 ignore next -- ws always sets its socket before 'connection' */
+    if (socket === undefined) return
+    this.#pending.delete(socket)
+    socket.off('close', this.#forget)
+    socket.off('timeout', onIdle)
+  }
+}
+
+// Shared listeners (`this` is the emitter): nothing allocated per upgrade.
+function onAnswered (this: ServerResponse): void {
+  closeAfterAnswer(this.socket!)
+}
+
+function onIdle (this: Duplex): void {
+  this.destroy()
+}
+
+/** Closes an upgrade socket once its answer is written: the HTTP server never will. */
+export function closeAfterAnswer (socket: Duplex): void {
+  // The guard's own refusals have closed or are closing their sockets already.
+  if (socket.writableEnded || socket.destroyed) return
+  socket.end()
+  socket.once('finish', () => socket.destroy())
+}
