@@ -1,7 +1,14 @@
 import { channel } from 'node:diagnostics_channel'
 
-/** Why a guarded connection ended. */
-export type CloseReason = 'normal' | 'heartbeatTimeout' | 'writeDeadline' | 'tokenExpired' | 'shutdown' | 'limit' | 'error'
+/**
+ * Why a guarded connection ended: `normal` a close handshake either side started; `abnormal`
+ * no close frame (a reset, a vanished client); `heartbeatTimeout` the read deadline;
+ * `writeDeadline` a client not reading; `tokenExpired` its token's `exp`, or a refresh
+ * refused; `forbidden` a refresh `authorize` refused; `shutdown` `app.close()`; `limit`
+ * `maxBufferedBytes`; `protocolError` the client broke RFC 6455 or a ws limit (bad frames,
+ * too many fragments); `error` the app's handler or one of its listeners failed.
+ */
+export type CloseReason = 'normal' | 'abnormal' | 'heartbeatTimeout' | 'writeDeadline' | 'tokenExpired' | 'forbidden' | 'shutdown' | 'limit' | 'protocolError' | 'error'
 
 /** What `app.wsGuard.stats()` returns. */
 export interface WsGuardStats {
@@ -36,7 +43,7 @@ export const closedChannel = channel(channels.closed)
 export class StatsCounter {
   accepted = 0
   readonly rejected: Record<string, number> = {}
-  readonly closed: Record<CloseReason, number> = { normal: 0, heartbeatTimeout: 0, writeDeadline: 0, tokenExpired: 0, shutdown: 0, limit: 0, error: 0 }
+  readonly closed: Record<CloseReason, number> = { normal: 0, abnormal: 0, heartbeatTimeout: 0, writeDeadline: 0, tokenExpired: 0, forbidden: 0, shutdown: 0, limit: 0, protocolError: 0, error: 0 }
 
   countRejection (code: string): void {
     this.rejected[code] = (this.rejected[code] ?? 0) + 1

@@ -47,7 +47,9 @@ export function mapJoseError (err: unknown, kind: KeySource['kind']): GuardError
     case 'ERR_JWT_EXPIRED':
       return new TokenExpiredError()
     case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
-      if (claim === 'nbf') return new TokenInvalidError('the token is not valid yet')
+      // jose's reasons: 'missing', 'invalid' (not the type the claim needs) or 'check_failed'.
+      if (reason === 'invalid') return new TokenInvalidError(`the "${claim}" claim has the wrong type`)
+      if (claim === 'nbf' && reason === 'check_failed') return new TokenInvalidError('the token is not valid yet')
       // A token older than maxTokenAge is reported by jose as expired; this is an iat in the future.
       if (claim === 'iat' && reason === 'check_failed') return new TokenInvalidError('the "iat" claim is in the future')
       return new TokenInvalidError(reason === 'missing' ? `the "${claim}" claim is missing` : `the "${claim}" claim is not accepted`)
@@ -56,6 +58,8 @@ export function mapJoseError (err: unknown, kind: KeySource['kind']): GuardError
     case 'ERR_JOSE_ALG_NOT_ALLOWED':
       return new TokenInvalidError('the token\'s algorithm is not allowed')
     case 'ERR_JOSE_NOT_SUPPORTED':
+      // Classified by jose's text, never quoted: it names the client's header parameter.
+      if (/Extension Header Parameter/.test(String((err as Error).message))) return new TokenInvalidError('the token has a critical header parameter this server does not understand')
       return new TokenInvalidError('the token\'s algorithm is not supported')
     case 'ERR_JWS_INVALID':
     case 'ERR_JWT_INVALID':
@@ -71,6 +75,6 @@ export function mapJoseError (err: unknown, kind: KeySource['kind']): GuardError
 
 function withCause (error: GuardError, code: string | undefined): GuardError {
   // Keep the library's code for the log line; never its message.
-  (error as GuardError & { causeCode?: string }).causeCode = code ?? 'unknown'
+  error.causeCode = code ?? 'unknown'
   return error
 }

@@ -1,4 +1,6 @@
+import { EventEmitter } from 'node:events'
 import WebSocket from 'ws'
+import type { CloseReason } from '../stats.js'
 
 /** What a guarded socket tells its connection record: frames, sends, errors and its close. */
 export interface SocketEvents {
@@ -6,6 +8,10 @@ export interface SocketEvents {
   sent (): void
   errored (): void
   closed (code: number): void
+  /** A listener the app added threw or rejected. */
+  listenerFailed (err: unknown): void
+  /** Why the connection is ending, when something other than the socket knows it first. */
+  ending (reason: CloseReason): void
 }
 
 const kEvents = Symbol('fastify-ws-guard.events')
@@ -17,27 +23,54 @@ type WatchedSocket = WebSocket & { [kEvents]?: SocketEvents }
  * The socket class of a ws server the guard registers itself. `emit()` and `send()` report
  * what would otherwise take five listeners and an own `send` property on every socket:
  * memory and setup time at 10k+ connections, and an array copy on every message emitted to
- * more than one listener.
+ * more than one listener. A listener of the app that throws, or returns a promise that
+ * rejects, ends its own connection, never the process.
  */
 export class GuardedWebSocket extends WebSocket {
+  constructor (...args: ConstructorParameters<typeof WebSocket>) {
+    // Node's documented switch for rejections of async listeners, read once per emitter at
+    // construction: on for this socket only, whatever the app set globally.
+    const appSetting = EventEmitter.captureRejections
+    EventEmitter.captureRejections = true
+    try {
+      super(...args)
+    } finally {
+      EventEmitter.captureRejections = appSetting
+    }
+  }
+
   override emit (event: string | symbol, ...args: unknown[]): boolean {
     const events = (this as WatchedSocket)[kEvents]
-    if (events !== undefined) {
-      switch (event) {
-        case 'message':
-        case 'ping':
-        case 'pong':
-          events.frameArrived()
-          break
-        case 'close':
-          events.closed(args[0] as number)
-          break
-        case 'error':
-          events.errored()
-          break
-      }
+    if (events === undefined) return super.emit(event, ...args)
+    switch (event) {
+      case 'message':
+      case 'ping':
+      case 'pong':
+        events.frameArrived()
+        break
+      case 'close':
+        events.closed(args[0] as number)
+        break
+      case 'error':
+        events.errored()
+        // Counted; without a listener EventEmitter would throw it out of ws's parser.
+        if (this.listenerCount('error') === 0) return false
+        break
     }
-    return super.emit(event, ...args)
+    try {
+      return super.emit(event, ...args)
+    } catch (err) {
+      events.listenerFailed(err)
+      return true
+    }
+  }
+
+  /** Where EventEmitter sends the rejection of an async listener. */
+  override [EventEmitter.captureRejectionSymbol] (err: unknown): void {
+    const events = (this as WatchedSocket)[kEvents]
+    // A route outside the guard: what EventEmitter does without this method.
+    if (events === undefined) super.emit('error', err)
+    else events.listenerFailed(err)
   }
 
   override send (...args: unknown[]): void {
@@ -64,9 +97,9 @@ export function watchSocket (socket: WebSocket, events: SocketEvents, watchFrame
   watched.send = guardedSend as WebSocket['send']
 }
 
-/** Records that a connection ends on an error (its handler threw). */
-export function markError (socket: WebSocket): void {
-  (socket as WatchedSocket)[kEvents]?.errored()
+/** Records why a connection ends: its handler failed, or the client broke the protocol. */
+export function markEnding (socket: WebSocket, reason: CloseReason): void {
+  (socket as WatchedSocket)[kEvents]?.ending(reason)
 }
 
 // Shared listeners (`this` is the socket): no closure per connection.

@@ -4,8 +4,11 @@ import WebSocket from 'ws'
 import type { HandshakeState } from '../handshake/contract.js'
 import type { RouteSettings } from '../setup/options.js'
 import { acceptedChannel, closedChannel, type CloseReason, type StatsCounter } from '../stats.js'
+import { errorIdentity } from '../serializers.js'
 import { TimerWheel, type WheelEntry } from '../timer-wheel.js'
 import { watchSocket, type SocketEvents } from './guarded-socket.js'
+
+const settled = Promise.resolve()
 
 /** Where the tracker finds a request's connection, for `wsRefresh`. */
 const kConnection = Symbol('fastify-ws-guard.connection')
@@ -34,6 +37,8 @@ export class Connection implements WheelEntry, SocketEvents {
   expiresAt = Infinity
   closeReason: CloseReason | undefined
   sawError = false
+  /** The last `wsRefresh()` of this connection, settled: the next one applies after it. */
+  refreshed: Promise<void> = settled
 
   constructor (
     readonly tracker: ConnectionTracker,
@@ -59,6 +64,21 @@ export class Connection implements WheelEntry, SocketEvents {
 
   closed (code: number): void {
     this.tracker.closed(this, code)
+  }
+
+  ending (reason: CloseReason): void {
+    this.closeReason ??= reason
+  }
+
+  listenerFailed (err: unknown): void {
+    // Its identity only: the message may quote what the client sent.
+    this.state.request.log.error({ wsGuard: { err: errorIdentity(err), route: this.state.route } }, 'websocket listener failed')
+    this.sawError = true
+    if (this.isOpen) this.close('error', 1011, 'internal error')
+  }
+
+  get isOpen (): boolean {
+    return this.socket.readyState === WebSocket.OPEN
   }
 
   /** Ends the connection with a close frame, recording why. */
@@ -201,7 +221,8 @@ export class ConnectionTracker {
   closed (connection: Connection, code: number): void {
     this.wheel.remove(connection)
     this.open.delete(connection)
-    const reason = connection.closeReason ?? (connection.sawError ? 'error' : 'normal')
+    // 1006: the peer went without a close frame (a reset, a vanished client).
+    const reason = connection.closeReason ?? (connection.sawError ? 'error' : code === 1006 ? 'abnormal' : 'normal')
     this.#stats.closed[reason]++
     if (closedChannel.hasSubscribers) {
       const { state } = connection

@@ -1,10 +1,11 @@
 import type { FastifyRequest } from 'fastify'
 import type { JWTPayload } from 'jose'
+import { checkUser, hasUserChecks } from '../auth/authorize.js'
 import type { AuthSettings } from '../auth/options.js'
 import { VerifiedTokenCache } from '../auth/token-cache.js'
 import { extractToken } from '../auth/token-sources.js'
 import { precheckToken, verifyToken } from '../auth/verify.js'
-import { ForbiddenError, TokenMissingError, TokenRevokedError, type GuardError } from '../errors.js'
+import { TokenInvalidError, TokenMissingError, type GuardError } from '../errors.js'
 import type { GuardStep, HandshakeState, Rejection } from './contract.js'
 
 // Cached verdicts are re-checked at least this often, whatever the token's lifetime.
@@ -15,7 +16,7 @@ const maxCacheLifetime = 10 * 60_000
  * verified-token cache), then `isRevoked` and `authorize`. The cache-hit path without
  * callbacks stays synchronous.
  */
-export function createAuthStep (auth: AuthSettings): GuardStep {
+export function createAuthStep (auth: AuthSettings, requireSubject: boolean): GuardStep {
   return function authenticate (request, state) {
     const found = extractToken(request, state.offeredProtocols, auth.sources)
     if (found === undefined) return challenge(auth, new TokenMissingError())
@@ -27,12 +28,12 @@ export function createAuthStep (auth: AuthSettings): GuardStep {
     const cache = auth.cache
     const cacheKey = cache === undefined ? '' : VerifiedTokenCache.keyOf(token)
     const cached = cache?.get(cacheKey, Date.now())
-    if (cached !== undefined) return admit(auth, request, state, cached)
+    if (cached !== undefined) return admit(auth, requireSubject, request, state, cached)
     return verifyToken(token, auth.verify).then((result) => {
       if (result instanceof Error) return challenge(auth, result)
       const claims = Object.freeze(result)
       cache?.set(cacheKey, claims, cacheUntil(claims, auth))
-      return admit(auth, request, state, claims)
+      return admit(auth, requireSubject, request, state, claims)
     })
   }
 }
@@ -47,21 +48,13 @@ function cacheUntil (claims: JWTPayload, auth: AuthSettings): number {
   return until
 }
 
-function admit (auth: AuthSettings, request: FastifyRequest, state: HandshakeState, claims: Readonly<JWTPayload>): Rejection | undefined | Promise<Rejection | undefined> {
+function admit (auth: AuthSettings, requireSubject: boolean, request: FastifyRequest, state: HandshakeState, claims: Readonly<JWTPayload>): Rejection | undefined | Promise<Rejection | undefined> {
+  // The per-user limit counts by sub: a token without one would escape it.
+  if (requireSubject && typeof claims.sub !== 'string') return challenge(auth, new TokenInvalidError('the token has no subject'))
   request.wsUser = claims
   state.user = claims
-  if (auth.isRevoked === undefined && auth.authorize === undefined) return undefined
-  return runCallbacks(auth, request, claims)
-}
-
-async function runCallbacks (auth: AuthSettings, request: FastifyRequest, claims: Readonly<JWTPayload>): Promise<Rejection | undefined> {
-  if (auth.isRevoked !== undefined && await auth.isRevoked(claims, request) !== false) {
-    return challenge(auth, new TokenRevokedError())
-  }
-  if (auth.authorize !== undefined && await auth.authorize(claims, request) !== true) {
-    return challenge(auth, new ForbiddenError())
-  }
-  return undefined
+  if (!hasUserChecks(auth)) return undefined
+  return checkUser(auth, claims, request).then((error) => error === undefined ? undefined : challenge(auth, error))
 }
 
 const errorAttributes: Record<string, string> = {

@@ -58,7 +58,7 @@ export class HandshakeGuard {
       selectProtocolStep
     ]
     // 6. A token, found, verified, not revoked, authorized: 400, 401, 403, 503 FST_WS_GUARD_TOKEN_* and others.
-    if (settings.auth !== undefined) steps.push(createAuthStep(settings.auth))
+    if (settings.auth !== undefined) steps.push(createAuthStep(settings.auth, settings.maxConnectionsPerUser !== undefined))
     // 7. Room for one more connection, in the process and for the user: 503, 429 FST_WS_GUARD_TOO_MANY_*.
     steps.push(this.#limitConnections)
 

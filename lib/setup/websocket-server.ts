@@ -1,8 +1,9 @@
 import websocket, { type WebsocketPluginOptions } from '@fastify/websocket'
-import type { FastifyInstance, FastifyRequest } from 'fastify'
+import type { FastifyBaseLogger, FastifyInstance, FastifyRequest } from 'fastify'
 import type { ServerOptions, WebSocket, WebSocketServer } from 'ws'
-import { GuardedWebSocket, markError } from '../connection/guarded-socket.js'
+import { GuardedWebSocket, markEnding } from '../connection/guarded-socket.js'
 import { installProtocolSelection } from '../handshake/protocols.js'
+import { errorIdentity } from '../serializers.js'
 
 const kInstalled = Symbol('fastify-ws-guard.installed')
 
@@ -12,6 +13,7 @@ const kInstalled = Symbol('fastify-ws-guard.installed')
  */
 export async function ensureWebSocket (fastify: FastifyInstance, options: ServerOptions): Promise<WebSocketServer> {
   if (!fastify.hasDecorator('websocketServer')) {
+    warnUnsafeOptions(fastify.log, options)
     await fastify.register(websocket, {
       options: { WebSocket: GuardedWebSocket, ...options } as WebsocketPluginOptions['options'],
       errorHandler: onHandlerError
@@ -26,11 +28,41 @@ export async function ensureWebSocket (fastify: FastifyInstance, options: Server
 }
 
 /**
- * @fastify/websocket's own behaviour (log, terminate), plus the connection's close reason:
- * a handler that throws or rejects ends its connection as an error, never the process.
+ * What @fastify/websocket hands its error handler: a handler that threw or rejected (the
+ * app's bug: error level, ends the connection, never the process), or an error of the socket
+ * itself. A client that breaks the protocol or resets is the client's doing: one info line,
+ * no stack, so that no client can fill the log.
  */
-function onHandlerError (this: FastifyInstance, error: Error, socket: WebSocket, request: FastifyRequest): void {
-  markError(socket)
-  request.log.error({ err: error }, 'websocket handler failed')
+function onHandlerError (this: FastifyInstance, error: Error & { code?: unknown }, socket: WebSocket, request: FastifyRequest): void {
+  const code = typeof error.code === 'string' ? error.code : ''
+  if (code.startsWith('WS_ERR_')) {
+    markEnding(socket, 'protocolError')
+    request.log.info({ wsGuard: { err: errorIdentity(error) } }, 'websocket client broke the protocol')
+  } else if (socketErrors.has(code)) {
+    request.log.info({ wsGuard: { err: errorIdentity(error) } }, 'websocket connection lost')
+  } else {
+    markEnding(socket, 'error')
+    request.log.error({ err: error }, 'websocket handler failed')
+  }
   socket.terminate()
+}
+
+const socketErrors = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED'])
+
+/** ws limits beyond which a client can make the server hold far more than it sent. */
+const safeLimits = Object.freeze({
+  // Tiny fragments pin about 15 times their size on the wire (websockets/ws#2331).
+  maxFragments: 1024,
+  maxBufferedChunks: 16 * 1024,
+  maxPayload: 16 * 1024 * 1024
+})
+
+/** Warns once, at registration, of `websocket` options raised past what is safe to face the internet with. */
+export function warnUnsafeOptions (log: FastifyBaseLogger, options: ServerOptions): void {
+  for (const [name, safe] of Object.entries(safeLimits)) {
+    const value = (options as Record<string, unknown>)[name]
+    if (typeof value === 'number' && (value > safe || value === 0)) {
+      log.warn({ wsGuard: { option: `websocket.${name}`, value, safe } }, `fastify-ws-guard: websocket.${name} is ${value === 0 ? '0 (no limit)' : value}; a client can make the server hold far more memory than it sends: keep it at ${safe} or less`)
+    }
+  }
 }
