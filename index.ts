@@ -69,7 +69,7 @@ export type { OriginOption, OriginPredicate } from './lib/handshake/origin-polic
 export type { WsGuardUserRegistry, WsRouteHandler, WsRouteMethod, WsRouteOptions, WsUser } from './lib/types.js'
 export type { WsGuardAuthOptions } from './lib/auth/options.js'
 export type { TokenSource } from './lib/auth/token-sources.js'
-export { requestSerializer } from './lib/serializers.js'
+export { redactQueryTokens, requestSerializer } from './lib/serializers.js'
 export { channels } from './lib/stats.js'
 export type { CloseReason, WsGuardStats } from './lib/stats.js'
 export { MemoryStore } from './lib/store/memory.js'

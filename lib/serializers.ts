@@ -20,6 +20,27 @@ export function requestSerializer (request: FastifyRequest): Record<string, unkn
   }
 }
 
+/**
+ * A pino `hooks.logMethod` that blanks the value of token query parameters in every message,
+ * for the lines that quote a URL whole: Fastify's `Route GET:/chat/?access_token=… not found`.
+ * `params`: the query parameter names to blank (the guard's `queryParam`).
+ * @example
+ * ```ts
+ * const app = Fastify({ logger: { serializers: { req: requestSerializer }, hooks: { logMethod: redactQueryTokens() } } })
+ * ```
+ */
+export function redactQueryTokens (params: readonly string[] = ['access_token']): (this: unknown, args: unknown[], method: (...args: unknown[]) => void) => void {
+  const escaped = params.map((param) => param.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))
+  const query = new RegExp(`([?&;](?:${escaped.join('|')})=)[^&#\\s"']*`, 'gi')
+  return function logMethod (args, method) {
+    for (let i = 0; i < args.length; i++) {
+      const arg = args[i]
+      if (typeof arg === 'string' && arg.includes('=')) args[i] = arg.replace(query, '$1[redacted]')
+    }
+    method.apply(this, args)
+  }
+}
+
 /** Only an error's name and code are logged: its message may carry what must not leak. */
 export function errorIdentity (err: unknown): { name?: string, code?: string } {
   if (typeof err !== 'object' || err === null) return { name: typeof err }
