@@ -22,9 +22,10 @@ export class UpgradeSockets {
   #deadline = 0
   #closing = false
 
-  constructor (server: Server, wss: WebSocketServer) {
+  constructor (server: Server, wss: WebSocketServer, headDeadline: number) {
     const pending = this.#pending
     this.#forget = function (this: Duplex) { pending.delete(this) }
+    boundRequestHeads(server, headDeadline)
     // After @fastify/websocket's own listener: Fastify has routed the request by then.
     server.on('upgrade', this.#onUpgrade)
     wss.on('connection', this.#onWebSocket)
@@ -81,6 +82,20 @@ export class UpgradeSockets {
     socket.off('timeout', onIdle)
   }
 }
+
+/**
+ * A handshake whose head arrives a byte at a time (slowloris) never reaches the guard: Node's
+ * parser holds it until `headersTimeout` (60 s), checked every `connectionsCheckingInterval`
+ * (30 s), so up to 90 s. Both are read when the server starts listening: lowered here, an
+ * incomplete head is cut within `ms` plus a second. Lower settings of the app's are kept.
+ */
+function boundRequestHeads (server: Server, ms: number): void {
+  const tuned = server as Server & { connectionsCheckingInterval?: number }
+  if (server.headersTimeout === 0 || server.headersTimeout > ms) server.headersTimeout = ms
+  if (tuned.connectionsCheckingInterval === undefined || tuned.connectionsCheckingInterval > headCheckInterval) tuned.connectionsCheckingInterval = headCheckInterval
+}
+
+const headCheckInterval = 1000
 
 // Shared listeners (`this` is the emitter): nothing allocated per upgrade.
 function onAnswered (this: ServerResponse): void {
