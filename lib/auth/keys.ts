@@ -7,15 +7,15 @@ import { assertKnownKeys, assertPlainObject, describe, optionalInteger } from '.
 /** Where verification keys come from; exactly one per auth configuration. */
 export interface KeySourceOptions {
   /** HMAC secret (HS256/384/512), at least 32 bytes. */
-  secret?: string | Uint8Array
+  secret?: string | Uint8Array | undefined
   /** A public key: PEM (SPKI), a JWK, a KeyObject or a CryptoKey (RS*, PS*, ES*, EdDSA). */
-  publicKey?: string | JWK | KeyObject | CryptoKey
+  publicKey?: string | JWK | KeyObject | webcrypto.CryptoKey | undefined
   /** A JWK Set URL, fetched and cached with jose's `createRemoteJWKSet`. */
-  jwksUrl?: string | URL
+  jwksUrl?: string | URL | undefined
   /** Passed through to `createRemoteJWKSet`. */
-  jwks?: { timeoutDuration?: number, cooldownDuration?: number, cacheMaxAge?: number }
+  jwks?: { timeoutDuration?: number | undefined, cooldownDuration?: number | undefined, cacheMaxAge?: number | undefined } | undefined
   /** A jose key resolver `(protectedHeader, token) => key`. */
-  getKey?: JWTVerifyGetKey
+  getKey?: JWTVerifyGetKey | undefined
 }
 
 export const keySourceKeys = ['secret', 'publicKey', 'jwksUrl', 'jwks', 'getKey'] as const
@@ -37,9 +37,13 @@ const curves: Record<string, string> = { prime256v1: 'ES256', secp384r1: 'ES384'
  * never per request. HMAC is never accepted with public keys or a JWK Set.
  */
 export function createKeySource (options: KeySourceOptions, name: string): KeySource {
-  const given = (['secret', 'publicKey', 'jwksUrl', 'getKey'] as const).filter((key) => options[key] !== undefined)
+  const sources = ['secret', 'publicKey', 'jwksUrl', 'getKey'] as const
+  const given = sources.filter((key) => options[key] !== undefined)
   if (given.length !== 1) {
-    throw new InvalidOptionError(`${name} needs exactly one key source (secret, publicKey, jwksUrl or getKey), got ${given.length === 0 ? 'none' : given.join(' and ')}`)
+    // `secret: process.env.WS_SECRET` with the variable unset: say so, not "none".
+    const unset = sources.filter((key) => Object.hasOwn(options, key) && options[key] === undefined)
+    const hint = given.length === 0 && unset.length > 0 ? ` (${unset.map((key) => `${name}.${key}`).join(' and ')} ${unset.length === 1 ? 'was' : 'were'} given but undefined: an unset environment variable?)` : ''
+    throw new InvalidOptionError(`${name} needs exactly one key source (secret, publicKey, jwksUrl or getKey), got ${given.length === 0 ? 'none' : given.join(' and ')}${hint}`)
   }
   if (options.jwks !== undefined && given[0] !== 'jwksUrl') {
     throw new InvalidOptionError(`${name}.jwks only applies with jwksUrl`)
@@ -64,13 +68,13 @@ function secretSource (secret: unknown, name: string): KeySource {
     kind: 'secret',
     algorithms: hmac,
     // jose would import a raw secret on every verify.
-    resolve: importedOncePerAlgorithm((alg) => webcrypto.subtle.importKey('raw', bytes, { name: 'HMAC', hash: `SHA-${alg.slice(2)}` }, false, ['verify']) as Promise<CryptoKey>)
+    resolve: importedOncePerAlgorithm((alg) => webcrypto.subtle.importKey('raw', bytes, { name: 'HMAC', hash: `SHA-${alg.slice(2)}` }, false, ['verify']) as Promise<webcrypto.CryptoKey>)
   }
 }
 
 /** A resolver that imports the key for an algorithm on first use and hands out that one CryptoKey after. */
-function importedOncePerAlgorithm (importFor: (alg: string) => Promise<CryptoKey>): JWTVerifyGetKey {
-  const keys = new Map<string, Promise<CryptoKey>>()
+function importedOncePerAlgorithm (importFor: (alg: string) => Promise<webcrypto.CryptoKey>): JWTVerifyGetKey {
+  const keys = new Map<string, Promise<webcrypto.CryptoKey>>()
   return ({ alg }) => {
     let key = keys.get(alg)
     if (key === undefined) {
@@ -92,7 +96,7 @@ function publicKeySource (publicKey: unknown, name: string): KeySource {
   try {
     if (typeof publicKey === 'string') key = createPublicKey(publicKey)
     else if (publicKey instanceof KeyObject) key = publicKey
-    else if (types.isCryptoKey(publicKey)) key = KeyObject.from(publicKey as CryptoKey)
+    else if (types.isCryptoKey(publicKey)) key = KeyObject.from(publicKey as webcrypto.CryptoKey)
     else if (typeof publicKey === 'object' && publicKey !== null) key = createPublicKey({ key: publicKey as NodeJsonWebKey, format: 'jwk' })
     else throw new TypeError('unsupported type')
   } catch {

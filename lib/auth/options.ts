@@ -26,43 +26,43 @@ import type { VerifySettings } from './verify.js'
  */
 export interface WsGuardAuthOptions<User = WsUser> extends KeySourceOptions {
   /** Accepted JWS algorithms. Default: what fits the key; HMAC never with public keys or JWKS. */
-  algorithms?: readonly string[]
+  algorithms?: readonly string[] | undefined
   /** Expected `iss`. */
-  issuer?: string | readonly string[]
+  issuer?: string | readonly string[] | undefined
   /** Expected `aud`. */
-  audience?: string | readonly string[]
+  audience?: string | readonly string[] | undefined
   /** Expected `sub`. */
-  subject?: string
+  subject?: string | undefined
   /** Expected `typ` header, as in `'at+jwt'`. */
-  typ?: string
+  typ?: string | undefined
   /** Seconds of clock skew tolerated on `exp`, `nbf` and `iat`. Default `5`. */
-  clockTolerance?: number
+  clockTolerance?: number | undefined
   /** Maximum age of the token from its `iat`, in seconds or as `'2h'`. */
-  maxTokenAge?: number | string
+  maxTokenAge?: number | string | undefined
   /** Claims that must be present. `exp` is always required unless `allowMissingExp`. */
-  requiredClaims?: readonly string[]
+  requiredClaims?: readonly string[] | undefined
   /** Accept tokens without `exp` (they would never expire). Default `false`. */
-  allowMissingExp?: boolean
+  allowMissingExp?: boolean | undefined
   /** Longest token accepted, checked before jose parses it. Default `8192`. */
-  maxTokenLength?: number
+  maxTokenLength?: number | undefined
   /** Where tokens are looked for. Default `['header', 'protocol']`. */
-  tokenSources?: ReadonlyArray<Exclude<TokenSource, 'custom'>>
+  tokenSources?: ReadonlyArray<Exclude<TokenSource, 'custom'>> | undefined
   /** Cookie holding the token with the `'cookie'` source. Default `'access_token'`. */
-  cookieName?: string
+  cookieName?: string | undefined
   /** Query parameter holding the token with the `'query'` source. Default `'access_token'`. */
-  queryParam?: string
+  queryParam?: string | undefined
   /** A custom, synchronous token extractor, looked at after `tokenSources`. */
-  getToken?: (request: FastifyRequest) => string | undefined
+  getToken?: ((request: FastifyRequest) => string | undefined) | undefined
   /** `realm` of the `WWW-Authenticate` challenge. Default `'websocket'`. */
-  realm?: string
+  realm?: string | undefined
   /** Extra authorization after verification; `false` answers 403 insufficient_scope. */
-  authorize?: (user: User, request: FastifyRequest) => boolean | Promise<boolean>
+  authorize?: ((user: User, request: FastifyRequest) => boolean | Promise<boolean>) | undefined
   /** Revocation check after verification; `true` answers 401 invalid_token. */
-  isRevoked?: (user: User, request: FastifyRequest) => boolean | Promise<boolean>
+  isRevoked?: ((user: User, request: FastifyRequest) => boolean | Promise<boolean>) | undefined
   /** The verified-token cache: on by default (`{ max: 10000 }`), `false` to turn it off. */
-  cache?: boolean | { max?: number }
+  cache?: boolean | { max?: number | undefined } | undefined
   /** Close the connection with 4401 `token expired` when `exp` passes. Default `true`. */
-  closeOnExpiry?: boolean
+  closeOnExpiry?: boolean | undefined
 }
 
 /** Validated authentication settings of one route. */

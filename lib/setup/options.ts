@@ -21,44 +21,44 @@ export interface WsGuardRouteOptions {
    * equal the Host header).
    * @example origins: ['https://app.example.com', 'https://*.example.com', /^https:\/\/pr-\d+\.preview\.dev$/]
    */
-  origins?: OriginOption
+  origins?: OriginOption | undefined
   /** Allow requests without an Origin header (non-browser clients). Default `true`. */
-  allowMissingOrigin?: boolean
+  allowMissingOrigin?: boolean | undefined
   /** Log origin decisions without enforcing them, to roll an allowlist out safely. Default `false`. */
-  originReportOnly?: boolean
+  originReportOnly?: boolean | undefined
   /**
    * How a refused upgrade is answered: `'http'` (default) with an HTTP error response, or
    * `'close'` with the upgrade followed at once by a close frame (4400/4401/4403/4429/1013)
    * that browser code can read in `CloseEvent`. Malformed handshakes always get HTTP.
    */
-  rejectWith?: 'http' | 'close'
+  rejectWith?: 'http' | 'close' | undefined
   /** Bound, in ms, on the guard's own async work before the upgrade. Default `10000`. */
-  handshakeTimeout?: number
+  handshakeTimeout?: number | undefined
   /**
    * The application subprotocols this route speaks, in order of preference. When set, the
    * first one the client offered is selected.
    */
-  protocols?: readonly string[]
+  protocols?: readonly string[] | undefined
   /**
    * JWT authentication before the upgrade; `false` on a route makes it public. A route's
    * `auth` merges over the plugin's.
    */
-  auth?: WsGuardAuthOptions | false
+  auth?: WsGuardAuthOptions | false | undefined
   /**
    * Pings and read deadline, or `false`. Every inbound frame moves the read deadline; a peer
    * silent past it is terminated. Default `{ pingInterval: 30000, readDeadline: 45000 }`:
    * below the 60 s idle timeouts of nginx and common load balancers.
    */
-  heartbeat?: { pingInterval?: number, readDeadline?: number } | false
+  heartbeat?: { pingInterval?: number | undefined, readDeadline?: number | undefined } | false | undefined
   /**
    * A connection whose outgoing buffer stays non-empty without draining for this many ms is
    * terminated (slow consumer), or `false`. Default `30000`.
    */
-  writeDeadline?: number | false
+  writeDeadline?: number | false | undefined
   /** A connection whose outgoing buffer grows past this many bytes is terminated. Default 8 MiB. */
-  maxBufferedBytes?: number
+  maxBufferedBytes?: number | undefined
   /** Open connections per user (`sub` claim) on authenticated routes; over it: 429 or 4429. */
-  maxConnectionsPerUser?: number
+  maxConnectionsPerUser?: number | undefined
 }
 
 /** Options of `app.register(wsGuard, options)`. */
@@ -68,13 +68,13 @@ export interface WsGuardOptions extends WsGuardRouteOptions {
    * safer than ws's are merged in: `maxPayload` 1 MiB, `perMessageDeflate` off,
    * `maxFragments` 1024, `maxBufferedChunks` 16384.
    */
-  websocket?: Omit<ServerOptions, 'noServer' | 'server' | 'port' | 'host' | 'path'>
+  websocket?: Omit<ServerOptions, 'noServer' | 'server' | 'port' | 'host' | 'path'> | undefined
   /** Open guarded connections per plugin instance (the process); over it: 503 or 1013. */
-  maxConnections?: number
+  maxConnections?: number | undefined
   /** Where connections are counted for the limits. Default: in memory. */
-  store?: ConnectionStore
+  store?: ConnectionStore | undefined
   /** On `app.close()`, ms to wait for clients to answer the 1001 close before terminating them. Default `10000`. */
-  shutdownGrace?: number
+  shutdownGrace?: number | undefined
 }
 
 /** The validated, defaulted settings of one guarded route. */
