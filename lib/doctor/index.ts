@@ -8,6 +8,7 @@ import { buildReport, renderJson, renderText, type Report } from './report.js'
 import { skipped } from './stage.js'
 import { connectTcp } from './tcp.js'
 import { startTls } from './tls.js'
+import { runToken } from './token.js'
 import { exitCodes, stageNames, type DoctorIo, type DoctorOptions, type StageResult } from './types.js'
 import { upgrade } from './upgrade.js'
 import { checkUrl } from './url.js'
@@ -22,6 +23,9 @@ Commands:
   doctor <ws:// or wss:// URL> [options]
       walk a WebSocket handshake step by step and say why it fails
       (fastify-ws-guard doctor --help for its options)
+  token (--secret-env VAR | --private-key FILE) --sub S [options]
+      print a signed JWT to test your own app locally
+      (fastify-ws-guard token --help for its options)
 `
 
 /**
@@ -35,6 +39,7 @@ Commands:
 export async function runCli (argv: readonly string[], io: DoctorIo): Promise<number> {
   const [command, ...rest] = argv
   if (command === 'doctor') return await runDoctor(rest, io)
+  if (command === 'token') return await runToken(rest, io)
   if (command === '--help' || command === '-h' || command === 'help') {
     io.stdout.write(cliHelp)
     return exitCodes.ok
