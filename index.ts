@@ -6,7 +6,7 @@ import { HandshakeGuard } from './lib/handshake/chain.js'
 import { kHandshake, type GuardedIncomingMessage } from './lib/handshake/contract.js'
 import { UpgradeSockets } from './lib/handshake/upgrade-sockets.js'
 import { normalizeOptions, type WsGuardOptions, type WsGuardRouteOptions } from './lib/setup/options.js'
-import { createRouteGuard, declareWebSocketRoute } from './lib/setup/routes.js'
+import { createNotFoundGuard, createRouteGuard, declareWebSocketRoute } from './lib/setup/routes.js'
 import { ensureWebSocket } from './lib/setup/websocket-server.js'
 import { StatsCounter, type WsGuardStats } from './lib/stats.js'
 import type { WsRouteMethod, WsUser } from './lib/types.js'
@@ -50,6 +50,7 @@ const plugin: FastifyPluginAsync<WsGuardOptions> = async function wsGuard (fasti
   fastify.decorateRequest('wsRefresh', createRefresh(connections))
   fastify.decorate('wsRoute', declareWebSocketRoute as unknown as WsRouteMethod)
   fastify.decorate('wsGuard', { stats: () => stats.snapshot(connections.open.size) })
+  fastify.addHook('onRequest', createNotFoundGuard(stats))
   fastify.addHook('onRoute', createRouteGuard(settings, handshakes, connections, upgrades))
 }
 

@@ -85,6 +85,12 @@ export const NotWebSocketRouteError = refusal(
   400,
   { closeCode: 4400, closeReason: 'bad request' }
 )
+export const RouteNotFoundError = refusal(
+  'FST_WS_GUARD_ROUTE_NOT_FOUND',
+  'No route matches %s %s: check the path of the WebSocket URL',
+  404,
+  { closeCode: 4404, closeReason: 'not found' }
+)
 export const InvalidProtocolHeaderError = refusal(
   'FST_WS_GUARD_INVALID_PROTOCOL_HEADER',
   'Sec-WebSocket-Protocol must be a comma-separated list of distinct tokens',
@@ -212,6 +218,7 @@ export type GuardErrorCode =
   | 'FST_WS_GUARD_UNSUPPORTED_VERSION'
   | 'FST_WS_GUARD_INVALID_KEY'
   | 'FST_WS_GUARD_NOT_WEBSOCKET_ROUTE'
+  | 'FST_WS_GUARD_ROUTE_NOT_FOUND'
   | 'FST_WS_GUARD_INVALID_PROTOCOL_HEADER'
   | 'FST_WS_GUARD_UNSUPPORTED_PROTOCOL'
   | 'FST_WS_GUARD_ORIGIN_NOT_ALLOWED'

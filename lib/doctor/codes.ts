@@ -37,6 +37,10 @@ export const guardCodes: Readonly<Record<GuardErrorCode, Explanation>> = {
     cause: 'the path is a plain HTTP route of the app, not a WebSocket route',
     fix: 'connect to the WebSocket route\'s path (declared with app.wsRoute() or websocket: true)'
   },
+  FST_WS_GUARD_ROUTE_NOT_FOUND: {
+    cause: 'no route of the app matches the path (the upgrade reached the app, so the host and port are right)',
+    fix: 'check the path of the ws:// URL against the app\'s WebSocket routes; behind a proxy, check that it forwards the path unchanged'
+  },
   FST_WS_GUARD_INVALID_PROTOCOL_HEADER: {
     cause: 'Sec-WebSocket-Protocol was malformed: characters outside an HTTP token, or duplicates',
     fix: 'offer distinct subprotocol names; a token sent as bearer.<token> must be base64url (JWTs are)'
