@@ -1,4 +1,5 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http'
+import { Server as TlsServer } from 'node:tls'
 import type { Duplex } from 'node:stream'
 import type { WebSocket, WebSocketServer } from 'ws'
 
@@ -8,12 +9,15 @@ const margin = 2000
 type UpgradeSocket = Duplex & { _httpMessage?: ServerResponse | null, setTimeout?: (ms: number) => void }
 
 /**
- * Every upgrade socket, from its request head until it is a WebSocket or closed. Node hands
- * upgrade sockets to the app for good: one that Fastify answers itself (a bad URL, a 404, a
- * 414, its 503 while closing) or that nobody answers (a request pipelined before the upgrade)
- * would otherwise stay open after the answer, holding a descriptor for ever. So each is closed
- * once an answer is written, whoever wrote it, or after the longest `handshakeTimeout` of the
- * guarded routes when nobody does; `destroyAll()` ends what is left when the app closes.
+ * Every socket of the server from its accept until its first request head says what it is:
+ * a plain request (Node's HTTP server owns it from there), or an upgrade, followed until it is
+ * a WebSocket or closed. Node hands upgrade sockets to the app for good: one that Fastify
+ * answers itself (a bad URL, a 404, a 414, its 503 while closing) or that nobody answers (a
+ * request pipelined before the upgrade) would otherwise stay open after the answer, holding a
+ * descriptor for ever. So each is closed once an answer is written, whoever wrote it, or after
+ * the longest `handshakeTimeout` of the guarded routes when nobody does. `destroyAll()` ends
+ * what is left when the app closes, heads still arriving included: once the server closes,
+ * Node stops enforcing `headersTimeout`, and one of them would hold `app.close()` for ever.
  */
 export class UpgradeSockets {
   readonly #pending = new Set<Duplex>()
@@ -26,6 +30,9 @@ export class UpgradeSockets {
     const pending = this.#pending
     this.#forget = function (this: Duplex) { pending.delete(this) }
     boundRequestHeads(server, headDeadline)
+    // A TLS server's requests come on the TLS socket, not on the TCP one it accepted.
+    server.on(server instanceof TlsServer ? 'secureConnection' : 'connection', this.#track)
+    server.on('request', this.#onRequest)
     // After @fastify/websocket's own listener: Fastify has routed the request by then.
     server.on('upgrade', this.#onUpgrade)
     wss.on('connection', this.#onWebSocket)
@@ -41,13 +48,23 @@ export class UpgradeSockets {
     this.#closing = true
   }
 
-  /** Ends every upgrade socket that is not a WebSocket yet: the shutdown grace is over. */
+  /** Ends every socket whose head is still arriving or that is not a WebSocket yet: the shutdown grace is over. */
   destroyAll (): void {
     for (const socket of this.#pending) socket.destroy()
   }
 
-  get size (): number {
-    return this.#pending.size
+  readonly #track = (socket: Duplex): void => {
+    if (this.#pending.has(socket)) return
+    this.#pending.add(socket)
+    socket.on('close', this.#forget)
+  }
+
+  readonly #untrack = (socket: Duplex): void => {
+    if (this.#pending.delete(socket)) socket.off('close', this.#forget)
+  }
+
+  readonly #onRequest = (request: IncomingMessage): void => {
+    this.#untrack(request.socket)
   }
 
   readonly #onUpgrade = (request: IncomingMessage, socket: UpgradeSocket): void => {
@@ -65,8 +82,8 @@ export class UpgradeSockets {
       // socket closes after that request's answer (the HTTP server detaches it from that one).
       response.once('finish', () => closeAfterAnswer(socket))
     }
-    this.#pending.add(socket)
-    socket.on('close', this.#forget)
+    // injectWS emits upgrades without a connection.
+    this.#track(socket)
     // ws clears it with setTimeout(0) when the upgrade completes; an idle timeout is enough
     // here, since nothing is read from an upgrade socket before that.
     socket.setTimeout?.(this.#deadline === 0 ? 10_000 + margin : this.#deadline)
@@ -74,11 +91,9 @@ export class UpgradeSockets {
   }
 
   readonly #onWebSocket = (websocket: WebSocket): void => {
-    const socket = (websocket as WebSocket & { _socket?: Duplex })._socket
-    /* c8 ignore next -- ws always sets its socket before 'connection' */
-    if (socket === undefined) return
-    this.#pending.delete(socket)
-    socket.off('close', this.#forget)
+    // ws sets its socket before it emits 'connection'.
+    const socket = (websocket as WebSocket & { _socket: Duplex })._socket
+    this.#untrack(socket)
     socket.off('timeout', onIdle)
   }
 }
