@@ -32,7 +32,7 @@ const plugin: FastifyPluginAsync<WsGuardOptions> = async function wsGuard (fasti
   fastify.addHook('preClose', async () => {
     handshakes.startClosing()
     upgrades.startClosing()
-    await settledWithin(settings.shutdownGrace, connections.closeAll(), handshakes.settled())
+    await settledWithin(settings.shutdownGrace, connections.closeAll(), upgrades.settled())
     connections.terminateAll()
     handshakes.refuseWaiting()
     upgrades.destroyAll()

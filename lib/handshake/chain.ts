@@ -33,7 +33,6 @@ export class HandshakeGuard {
   readonly #refuseWhileClosing: GuardStep = () => this.closing ? { error: new ShuttingDownError() } : undefined
   readonly #limitConnections: GuardStep
   readonly #waiting = new Set<HandshakeRun>()
-  #onSettled: (() => void) | undefined
 
   constructor (wss: WebSocketServer, options: NormalizedOptions, stats: StatsCounter, log: FastifyBaseLogger) {
     this.wss = wss
@@ -108,11 +107,6 @@ export class HandshakeGuard {
     this.closing = true
   }
 
-  /** Resolves once no handshake waits on an async step. */
-  async settled (): Promise<void> {
-    while (this.#waiting.size > 0) await new Promise<void>((resolve) => { this.#onSettled = resolve })
-  }
-
   /** Refuses the handshakes still waiting when the shutdown grace is over. */
   refuseWaiting (): void {
     for (const run of this.#waiting) run.reject({ error: new ShuttingDownError() })
@@ -127,7 +121,6 @@ export class HandshakeGuard {
   stopWaiting (run: HandshakeRun): void {
     this.#waiting.delete(run)
     this.timers.remove(run)
-    if (this.#waiting.size === 0) this.#onSettled?.()
   }
 }
 

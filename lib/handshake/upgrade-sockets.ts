@@ -20,22 +20,38 @@ type UpgradeSocket = Duplex & { _httpMessage?: ServerResponse | null, setTimeout
  * Node stops enforcing `headersTimeout`, and one of them would hold `app.close()` for ever.
  */
 export class UpgradeSockets {
-  readonly #pending = new Set<Duplex>()
-  /** A 'close' listener shared by every socket (`this` is the socket): no closure per upgrade. */
+  /** Accepted, first request head not complete yet. */
+  readonly #heads = new Set<Duplex>()
+  /** Upgrade requests that are not WebSockets yet. */
+  readonly #upgrades = new Set<Duplex>()
+  /** A 'close' listener shared by every socket (`this` is the socket): no closure per socket. */
   readonly #forget: (this: Duplex) => void
+  #onSettled: (() => void) | undefined
   #deadline = 0
   #closing = false
 
   constructor (server: Server, wss: WebSocketServer, headDeadline: number) {
-    const pending = this.#pending
-    this.#forget = function (this: Duplex) { pending.delete(this) }
+    const heads = this.#heads
+    const upgrades = this.#upgrades
+    const settle = (): void => { if (upgrades.size === 0) this.#onSettled?.() }
+    this.#forget = function (this: Duplex) {
+      heads.delete(this)
+      if (upgrades.delete(this)) settle()
+    }
     boundRequestHeads(server, headDeadline)
     // A TLS server's requests come on the TLS socket, not on the TCP one it accepted.
-    server.on(server instanceof TlsServer ? 'secureConnection' : 'connection', this.#track)
+    server.on(server instanceof TlsServer ? 'secureConnection' : 'connection', this.#onConnection)
     server.on('request', this.#onRequest)
     // After @fastify/websocket's own listener: Fastify has routed the request by then.
     server.on('upgrade', this.#onUpgrade)
-    wss.on('connection', this.#onWebSocket)
+    wss.on('connection', (websocket: WebSocket) => {
+      // ws sets its socket before it emits 'connection'.
+      const socket = (websocket as WebSocket & { _socket: Duplex })._socket
+      if (!upgrades.delete(socket)) return
+      socket.off('close', this.#forget)
+      socket.off('timeout', onIdle)
+      settle()
+    })
   }
 
   /** Called for each guarded route at declaration: the deadline outlasts its handshake checks. */
@@ -48,23 +64,25 @@ export class UpgradeSockets {
     this.#closing = true
   }
 
-  /** Ends every socket whose head is still arriving or that is not a WebSocket yet: the shutdown grace is over. */
-  destroyAll (): void {
-    for (const socket of this.#pending) socket.destroy()
+  /** Resolves once no upgrade is in flight: each became a WebSocket, was refused or closed. */
+  async settled (): Promise<void> {
+    while (this.#upgrades.size > 0) await new Promise<void>((resolve) => { this.#onSettled = resolve })
   }
 
-  readonly #track = (socket: Duplex): void => {
-    if (this.#pending.has(socket)) return
-    this.#pending.add(socket)
+  /** Ends every socket whose head is still arriving or that is not a WebSocket yet: the shutdown grace is over. */
+  destroyAll (): void {
+    for (const socket of this.#heads) socket.destroy()
+    for (const socket of this.#upgrades) socket.destroy()
+  }
+
+  readonly #onConnection = (socket: Duplex): void => {
+    this.#heads.add(socket)
     socket.on('close', this.#forget)
   }
 
-  readonly #untrack = (socket: Duplex): void => {
-    if (this.#pending.delete(socket)) socket.off('close', this.#forget)
-  }
-
   readonly #onRequest = (request: IncomingMessage): void => {
-    this.#untrack(request.socket)
+    // A plain request: Node's HTTP server owns the socket from here.
+    if (this.#heads.delete(request.socket)) request.socket.off('close', this.#forget)
   }
 
   readonly #onUpgrade = (request: IncomingMessage, socket: UpgradeSocket): void => {
@@ -83,18 +101,12 @@ export class UpgradeSockets {
       response.once('finish', () => closeAfterAnswer(socket))
     }
     // injectWS emits upgrades without a connection.
-    this.#track(socket)
+    if (!this.#heads.delete(socket)) socket.on('close', this.#forget)
+    this.#upgrades.add(socket)
     // ws clears it with setTimeout(0) when the upgrade completes; an idle timeout is enough
     // here, since nothing is read from an upgrade socket before that.
     socket.setTimeout?.(this.#deadline === 0 ? 10_000 + margin : this.#deadline)
     socket.on('timeout', onIdle)
-  }
-
-  readonly #onWebSocket = (websocket: WebSocket): void => {
-    // ws sets its socket before it emits 'connection'.
-    const socket = (websocket as WebSocket & { _socket: Duplex })._socket
-    this.#untrack(socket)
-    socket.off('timeout', onIdle)
   }
 }
 
