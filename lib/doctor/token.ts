@@ -12,8 +12,8 @@ production tokens: those come from your identity provider or login.
 Key (exactly one):
   --secret-env VAR    HS256 with the secret in environment variable VAR (>= 32
                       bytes; an environment variable keeps it out of shell history)
-  --private-key FILE  a PEM private key (PKCS#8): ES256/384/512, RS256, PS256 or
-                      EdDSA, chosen from the key
+  --private-key FILE  a PEM private key (PKCS#8): ES256/384/512, RS256 or EdDSA,
+                      chosen from the key
 
 Claims:
   --sub S             subject (required)
@@ -101,10 +101,9 @@ function algorithmOf (key: KeyObject): string {
       break
     }
     case 'rsa': return 'RS256'
-    case 'rsa-pss': return 'PS256'
     case 'ed25519': return 'EdDSA'
   }
-  throw new Error(`--private-key: a ${key.asymmetricKeyType} key signs no algorithm the guard accepts; use P-256, P-384, P-521, RSA or Ed25519`)
+  throw new Error(`--private-key: a ${key.asymmetricKeyType} key signs no algorithm the guard accepts; use a P-256, P-384, P-521, RSA (rsaEncryption) or Ed25519 key`)
 }
 
 function claims (pairs: readonly string[]): JWTPayload {
