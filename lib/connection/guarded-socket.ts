@@ -48,9 +48,6 @@ export class GuardedWebSocket extends WebSocket {
       case 'pong':
         events.frameArrived()
         break
-      case 'close':
-        events.closed(args[0] as number)
-        break
       case 'error':
         events.errored()
         // Counted; without a listener EventEmitter would throw it out of ws's parser.
@@ -62,6 +59,9 @@ export class GuardedWebSocket extends WebSocket {
     } catch (err) {
       events.listenerFailed(err)
       return true
+    } finally {
+      // After the app's close listeners: one that throws makes it an `error` close.
+      if (event === 'close') events.closed(args[0] as number)
     }
   }
 
