@@ -1,6 +1,6 @@
 import { test } from 'tap'
 import { buildDemo } from '../example/demo-app.js'
-import { tryConnect } from './helpers.js'
+import { tryConnect } from './helpers/clients.js'
 
 test('the demo serves its page, hands out development tokens and guards its chat route', async (t) => {
   const { app, mint } = await buildDemo({ logLevel: 'silent' })

@@ -3,8 +3,10 @@ import { test } from 'tap'
 import { Registry } from 'prom-client'
 import wsGuard, { channels } from '../index.js'
 import { countWsGuardEvents } from '../example/prom-client.js'
-import { openClient, startApp, tryConnect } from './helpers.js'
-import { bearer, mintToken, secret, waitFor, whenClosed } from './lifecycle-helpers.js'
+import { startApp } from './helpers/app.js'
+import { openClient, tryConnect, whenClosed } from './helpers/clients.js'
+import { bearer, mint, secret, secretBytes } from './helpers/tokens.js'
+import { waitFor } from './helpers/wait.js'
 
 test('the prom-client example counts real connections', async (t) => {
   const registry = new Registry()
@@ -15,8 +17,8 @@ test('the prom-client example counts real connections', async (t) => {
     app.wsRoute('/chat/:room', () => {})
     app.get('/metrics', async (_request, reply) => reply.type(registry.contentType).send(await registry.metrics()))
   })
-  const alice = await openClient(t, url('/chat/1'), [], bearer(await mintToken({ sub: 'alice' })))
-  await openClient(t, url('/chat/2'), [], bearer(await mintToken({ sub: 'bob' })))
+  const alice = await openClient(t, url('/chat/1'), [], bearer(await mint(secretBytes, { sub: 'alice' })))
+  await openClient(t, url('/chat/2'), [], bearer(await mint(secretBytes, { sub: 'bob' })))
   const refused = await tryConnect(url('/chat/1'))
   t.equal(refused.kind === 'refused' && refused.status, 401, 'one handshake refused')
   const closed = whenClosed(alice)

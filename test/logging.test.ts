@@ -1,15 +1,10 @@
 import { test } from 'tap'
 import wsGuard from '../index.js'
-import {
-  assertRefusal,
-  countingEcho,
-  guardLines,
-  handshake,
-  openClient,
-  rawExchange,
-  startApp,
-  tryConnect
-} from './helpers.js'
+import { countingEcho, startApp } from './helpers/app.js'
+import { openClient, tryConnect } from './helpers/clients.js'
+import { guardLines } from './helpers/logs.js'
+import { handshake, rawExchange } from './helpers/raw.js'
+import { assertRefusal } from './helpers/refusals.js'
 
 const secret = 'SECRET-c2VjcmV0LXRva2Vu'
 

@@ -1,6 +1,7 @@
+import { setTimeout as sleep } from 'node:timers/promises'
 import { test, type Test } from 'tap'
 import { TimerWheel, type WheelEntry } from '../lib/timer-wheel.js'
-import { sleep, waitFor } from './lifecycle-helpers.js'
+import { waitFor } from './helpers/wait.js'
 
 interface Entry extends WheelEntry {
   name: string

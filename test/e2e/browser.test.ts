@@ -1,18 +1,12 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { FastifyRequest } from 'fastify'
-import { SignJWT } from 'jose'
 import { test, type Test } from 'tap'
 import type { WebSocket } from 'ws'
 import wsGuard from '../../index.js'
-import { startApp } from '../helpers.js'
+import { startApp } from '../helpers/app.js'
+import { mint, secret, secretBytes } from '../helpers/tokens.js'
 import { chromiumPath, launchBrowser, newContext, openPage, serveTestPage, testPage, wsSession } from './browser-harness.js'
 import { boundClose, requireBinary } from './system.js'
-
-const secret = new TextEncoder().encode('e2e-browser-secret-0123456789-abcdefghijklmnopq')
-
-async function mint (sub: string): Promise<string> {
-  return await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setIssuedAt().setExpirationTime('10m').sign(secret)
-}
 
 /** What reached the app, seen by an app-level hook that runs before the guard. */
 interface Seen { url: string, origin: string | undefined, cookie: string | undefined, protocols: string | undefined }
@@ -38,7 +32,7 @@ async function startGuardedApp (t: Test) {
     serveTestPage(app)
     // A login that sets the token as a cookie, the way an app would: HttpOnly, SameSite=Lax.
     app.get('/login', async (_request, reply) => {
-      reply.header('set-cookie', `access_token=${await mint('carol')}; Path=/; HttpOnly; SameSite=Lax`)
+      reply.header('set-cookie', `access_token=${await mint(secretBytes, { sub: 'carol' }, { exp: '10m' })}; Path=/; HttpOnly; SameSite=Lax`)
       return reply.type('text/html; charset=utf-8').send(testPage)
     })
     app.wsRoute('/echo', (socket) => {
@@ -105,7 +99,7 @@ test('Chromium against the guard', async (t) => {
   })
 
   t.test('a subprotocol token from bearerProtocols: Chrome accepts the handshake and sees the app protocol, never the token', async (t) => {
-    const token = await mint('alice')
+    const token = await mint(secretBytes, { sub: 'alice' }, { exp: '10m' })
     const page = await openPage(await newContext(t, browser), `${a.origin}/page`)
     const result = await wsSession(page, { url: a.ws('/protocol'), bearer: { token, appProtocols: ['chat.v1'] }, steps: [{ send: 'hi' }] })
     t.equal(result.timedOut, null, 'every step finished in time')
@@ -122,7 +116,7 @@ test('Chromium against the guard', async (t) => {
     // Sec-WebSocket-Protocol, and Chrome fails the connection although the server upgraded it.
     // This is why the guard selects the app protocol (or "bearer") and refuses a lone token.
     const page = await openPage(await newContext(t, browser), `${a.origin}/page`)
-    const control = await wsSession(page, { url: a.ws('/public'), protocols: [`bearer.${await mint('alice')}`], timeout: 3000 })
+    const control = await wsSession(page, { url: a.ws('/public'), protocols: [`bearer.${await mint(secretBytes, { sub: 'alice' }, { exp: '10m' })}`], timeout: 3000 })
     t.equal(control.timedOut, null, 'the server answered the handshake')
     t.equal(control.opened, false, 'Chrome refused a 101 that selects none of the offered subprotocols')
     t.equal(control.close?.code, 1006, 'the page sees 1006')

@@ -1,10 +1,10 @@
 import { execFile } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
-import { SignJWT } from 'jose'
 import { test } from 'tap'
 import wsGuard from '../../index.js'
-import { startApp } from '../helpers.js'
+import { startApp } from '../helpers/app.js'
+import { mint, secret, secretBytes } from '../helpers/tokens.js'
 import { boundClose, requireBinary } from './system.js'
 
 const run = promisify(execFile)
@@ -15,7 +15,6 @@ const run = promisify(execFile)
  */
 const pythonPath = process.env.PYTHON3_BIN ?? '/usr/bin/python3'
 const clientScript = fileURLToPath(new URL('fixtures/ws_client.py', import.meta.url))
-const secret = new TextEncoder().encode('e2e-python-secret-0123456789-abcdefghijklmnopq')
 
 interface Case { name: string, headers?: Record<string, string>, subprotocols?: string[], origin?: string, send?: string }
 type Result =
@@ -30,10 +29,6 @@ async function python (url: string, cases: Case[]): Promise<{ version: string, r
   return { version: output.websockets, results: new Map(output.results.map((result) => [result.name, result])) }
 }
 
-async function mint (sub: string, key = secret): Promise<string> {
-  return await new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setIssuedAt().setExpirationTime('10m').sign(key)
-}
-
 test('a Python client (python3-websockets) against the guard', async (t) => {
   if (!requireBinary(t, pythonPath, 'python3-websockets', { probe: ['-c', 'import websockets'] })) return
   let calls = 0
@@ -45,8 +40,8 @@ test('a Python client (python3-websockets) against the guard', async (t) => {
     })
   })
   boundClose(t, app.server)
-  const token = await mint('py-user')
-  const forged = await mint('py-user', new TextEncoder().encode('another-secret-0123456789-abcdefghijklmnopqrs'))
+  const token = await mint(secretBytes, { sub: 'py-user' }, { exp: '10m' })
+  const forged = await mint(new TextEncoder().encode('another-secret-0123456789-abcdefghijklmnopqrs'), { sub: 'py-user' }, { exp: '10m' })
 
   const { version, results } = await python(url('/ws'), [
     { name: 'header', headers: { Authorization: `Bearer ${token}` }, send: 'hi' },

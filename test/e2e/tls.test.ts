@@ -4,7 +4,7 @@ import Fastify from 'fastify'
 import { test, type Test } from 'tap'
 import type { ClientOptions } from 'ws'
 import wsGuard from '../../index.js'
-import { nextMessage, tryConnect, type Outcome } from '../helpers.js'
+import { nextMessage, tryConnect, type Outcome } from '../helpers/clients.js'
 import { boundClose, requireBinary } from './system.js'
 import { issueCertificate, makeAuthority, opensslPath, tempDir } from './tls-harness.js'
 

@@ -1,0 +1,259 @@
+import type { Socket } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { test, type Test } from 'tap'
+import type { FastifyInstance } from 'fastify'
+import type WebSocket from 'ws'
+import wsGuard, { MemoryStore, type ConnectionStore, type WsGuardOptions } from '../../index.js'
+import { startApp } from '../helpers/app.js'
+import { openClient, tryConnect, whenClosed, type Outcome } from '../helpers/clients.js'
+import { handshake, rawConnect } from '../helpers/raw.js'
+import { assertRefusal } from '../helpers/refusals.js'
+import { bearer, mint, now, secret, secretBytes } from '../helpers/tokens.js'
+import { waitFor } from '../helpers/wait.js'
+
+/** Asserts a guard refusal with `status`, `code` and `Retry-After`. */
+function assertLimitRefusal (t: Test, outcome: Outcome, status: number, code: string): void {
+  const { headers } = assertRefusal(t, outcome, status, code)
+  t.equal(headers['retry-after'], '5', 'with Retry-After')
+}
+
+async function user (sub: string, exp?: number): Promise<ReturnType<typeof bearer>> {
+  return bearer(await mint(secretBytes, { sub }, exp === undefined ? {} : { exp }))
+}
+
+test('maxConnections refuses the upgrade past the limit with 503 and Retry-After', async (t) => {
+  const { app, url } = await startApp(t, async (app) => {
+    await app.register(wsGuard, { maxConnections: 2 })
+    app.wsRoute('/a', () => {})
+    app.wsRoute('/b', () => {})
+  })
+  const first = await openClient(t, url('/a'))
+  await openClient(t, url('/b'))
+  assertLimitRefusal(t, await tryConnect(url('/a')), 503, 'FST_WS_GUARD_TOO_MANY_CONNECTIONS')
+  t.same(app.wsGuard.stats().rejected, { FST_WS_GUARD_TOO_MANY_CONNECTIONS: 1 }, 'counted by code')
+  first.close()
+  await waitFor(() => app.wsGuard.stats().open === 1, 'the close')
+  await openClient(t, url('/a'))
+  t.equal(app.wsGuard.stats().open, 2, 'a closed connection frees its place')
+})
+
+test('maxConnectionsPerUser refuses a user\'s connection past the limit with 429', async (t) => {
+  const { app, url } = await startApp(t, async (app) => {
+    await app.register(wsGuard, { auth: { secret }, maxConnectionsPerUser: 1 })
+    app.wsRoute('/ws', () => {})
+  })
+  await openClient(t, url('/ws'), [], await user('alice'))
+  assertLimitRefusal(t, await tryConnect(url('/ws'), [], await user('alice')), 429, 'FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS')
+  await openClient(t, url('/ws'), [], await user('bob'))
+  // A token without sub cannot be counted per user.
+  const anonymous = bearer(await mint(secretBytes))
+  await openClient(t, url('/ws'), [], anonymous)
+  await openClient(t, url('/ws'), [], anonymous)
+  const stats = app.wsGuard.stats()
+  t.equal(stats.open, 4, 'alice once, bob, and two connections without sub')
+  t.same(stats.rejected, { FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS: 1 }, 'counted by code')
+})
+
+test('a route overrides maxConnectionsPerUser; the per-user count spans routes', async (t) => {
+  const { url } = await startApp(t, async (app) => {
+    await app.register(wsGuard, { auth: { secret }, maxConnectionsPerUser: 1 })
+    app.wsRoute('/one', () => {})
+    app.wsRoute('/many', { config: { wsGuard: { maxConnectionsPerUser: 3 } } }, () => {})
+  })
+  const alice = await user('alice')
+  await openClient(t, url('/one'), [], alice)
+  assertLimitRefusal(t, await tryConnect(url('/one'), [], alice), 429, 'FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS')
+  await openClient(t, url('/many'), [], alice)
+  await openClient(t, url('/many'), [], alice)
+  assertLimitRefusal(t, await tryConnect(url('/many'), [], alice), 429, 'FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS')
+})
+
+/**
+ * One connection of alice under `maxConnections: 1, maxConnectionsPerUser: 1`, with the
+ * counts in a MemoryStore the test can read. Messages tell the handler to close or terminate.
+ */
+async function limitedApp (t: Test, extra: WsGuardOptions = {}): Promise<{ app: FastifyInstance, url: (path: string) => string, store: MemoryStore, held: () => number[] }> {
+  const store = new MemoryStore()
+  const { app, url } = await startApp(t, async (app) => {
+    await app.register(wsGuard, { auth: { secret, clockTolerance: 0 }, maxConnections: 1, maxConnectionsPerUser: 1, store, heartbeat: { pingInterval: 100, readDeadline: 250 }, ...extra })
+    app.wsRoute('/ws', (socket) => {
+      socket.on('message', (data) => {
+        if (String(data) === 'close') socket.close(1000, 'bye')
+        if (String(data) === 'terminate') socket.terminate()
+      })
+    })
+    app.wsRoute('/throws', () => { throw new Error('handler failed') })
+  })
+  return { app, url, store, held: () => [store.count('connections'), store.count('user:alice')] }
+}
+
+async function assertReleased (t: Test, app: Awaited<ReturnType<typeof limitedApp>>): Promise<void> {
+  await waitFor(() => app.held().every((count) => count === 0), 'the counts to be released')
+  t.same(app.held(), [0, 0], 'the process and user counts are released')
+  const next = await openClient(t, app.url('/ws'), [], await user('alice'))
+  t.equal(next.readyState, next.OPEN, 'alice can connect again')
+  t.same(app.held(), [1, 1], 'and is counted again')
+}
+
+const endings: Array<[string, (client: WebSocket) => void | Promise<unknown>, string?]> = [
+  ['the client closes', (client) => client.close()],
+  ['the client vanishes', (client) => client.terminate()],
+  ['the app handler closes', (client) => client.send('close')],
+  ['the app handler terminates', (client) => client.send('terminate')],
+  ['the heartbeat terminates it', () => {}],
+  ['the token expires', () => {}, 'expiring']
+]
+for (const [name, end, token] of endings) {
+  test(`limits are released when ${name}`, async (t) => {
+    const app = await limitedApp(t)
+    const options = await user('alice', token === undefined ? undefined : now(2))
+    const client = await openClient(t, app.url('/ws'), [], name === 'the heartbeat terminates it' ? { ...options, autoPong: false } : options)
+    t.same(app.held(), [1, 1], 'counted while open')
+    assertLimitRefusal(t, await tryConnect(app.url('/ws'), [], await user('alice')), 503, 'FST_WS_GUARD_TOO_MANY_CONNECTIONS')
+    const closed = whenClosed(client)
+    await end(client)
+    await closed
+    await assertReleased(t, app)
+  })
+}
+
+test('limits are released when the handler throws', async (t) => {
+  const app = await limitedApp(t)
+  const outcome = await tryConnect(app.url('/throws'), [], await user('alice'))
+  if (outcome.kind === 'open') await whenClosed(outcome.socket)
+  await assertReleased(t, app)
+})
+
+test('limits are released on app.close()', async (t) => {
+  const app = await limitedApp(t, { shutdownGrace: 500 })
+  const client = await openClient(t, app.url('/ws'), [], await user('alice'))
+  t.same(app.held(), [1, 1], 'counted while open')
+  const closed = whenClosed(client)
+  await app.app.close()
+  t.equal((await closed).code, 1001, 'closed by the shutdown')
+  t.same(app.held(), [0, 0], 'released by the time close() resolves')
+})
+
+/** A raw handshake with alice's token, and the TCP socket it went out on. */
+async function rawHandshake (t: Test, port: number, path: string): Promise<Socket> {
+  return await rawConnect(t, port, handshake(path, { Authorization: `Bearer ${await mint(secretBytes, { sub: 'alice' })}` }))
+}
+
+test('a client vanishing while an async authorize is pending leaves no count behind', async (t) => {
+  const store = new MemoryStore()
+  let calls = 0
+  let release: (allowed: boolean) => void = () => {}
+  const pending = new Promise<boolean>((resolve) => { release = resolve })
+  let authorizeCalls = 0
+  const { app, port, url } = await startApp(t, async (app) => {
+    await app.register(wsGuard, {
+      auth: { secret, authorize: () => ++authorizeCalls === 1 ? pending : true },
+      maxConnections: 1,
+      maxConnectionsPerUser: 1,
+      store
+    })
+    app.wsRoute('/ws', () => { calls++ })
+  })
+  const socket = await rawHandshake(t, port, '/ws')
+  await waitFor(() => authorizeCalls === 1, 'authorize to be called')
+  socket.destroy()
+  await sleep(20)
+  release(true)
+  await sleep(50)
+  t.equal(calls, 0, 'the handler never ran')
+  t.equal(app.wsGuard.stats().accepted, 0, 'nothing was accepted')
+  t.equal(store.count('connections') + store.count('user:alice'), 0, 'nothing is counted')
+  await openClient(t, url('/ws'), [], await user('alice'))
+  t.equal(calls, 1, 'alice connects next time')
+})
+
+/** A store that answers asynchronously and logs its calls; `hold` makes acquire wait for the test. */
+function asyncStore (): ConnectionStore & { log: string[], hold: boolean, proceed: () => void } {
+  const counts = new Map<string, number>()
+  let waiting: Array<() => void> = []
+  const store = {
+    log: [] as string[],
+    hold: false,
+    proceed: () => {
+      for (const resume of waiting) resume()
+      waiting = []
+    },
+    async acquire (key: string, limit: number): Promise<boolean> {
+      store.log.push(`acquire ${key} ${limit}`)
+      if (store.hold) await new Promise<void>((resolve) => waiting.push(resolve))
+      await sleep(5)
+      const count = counts.get(key) ?? 0
+      if (count >= limit) return false
+      counts.set(key, count + 1)
+      return true
+    },
+    async release (key: string): Promise<void> {
+      store.log.push(`release ${key}`)
+      await sleep(5)
+      counts.set(key, (counts.get(key) ?? 1) - 1)
+    }
+  }
+  return store
+}
+
+test('a custom async store counts the connections', async (t) => {
+  const store = asyncStore()
+  const { app, url } = await startApp(t, async (app) => {
+    await app.register(wsGuard, { auth: { secret }, maxConnections: 2, maxConnectionsPerUser: 1, store })
+    app.wsRoute('/ws', () => {})
+  })
+  const alice = await openClient(t, url('/ws'), [], await user('alice'))
+  t.same(store.log, ['acquire connections 2', 'acquire user:alice 1'], 'the process count, then the user count')
+  store.log.length = 0
+  assertLimitRefusal(t, await tryConnect(url('/ws'), [], await user('alice')), 429, 'FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS')
+  t.same(store.log, ['acquire connections 2', 'acquire user:alice 1', 'release connections'], 'a refusal gives back what it took')
+  await openClient(t, url('/ws'), [], await user('bob'))
+  store.log.length = 0
+  assertLimitRefusal(t, await tryConnect(url('/ws'), [], await user('carol')), 503, 'FST_WS_GUARD_TOO_MANY_CONNECTIONS')
+  t.same(store.log, ['acquire connections 2'], 'over the process limit the user is not even counted')
+  store.log.length = 0
+  alice.close()
+  await waitFor(() => store.log.length === 2, 'the release')
+  t.same(store.log.sort(), ['release connections', 'release user:alice'], 'closing releases both counts')
+  await waitFor(() => app.wsGuard.stats().open === 1, 'the close')
+  await openClient(t, url('/ws'), [], await user('dave'))
+  t.equal(app.wsGuard.stats().open, 2, 'a new user takes the freed place')
+})
+
+test('a client vanishing while an async store acquires gets its count released at once', async (t) => {
+  const store = asyncStore()
+  let calls = 0
+  const { app, port } = await startApp(t, async (app) => {
+    await app.register(wsGuard, { auth: { secret }, maxConnections: 5, maxConnectionsPerUser: 1, store })
+    app.wsRoute('/ws', () => { calls++ })
+  })
+  store.hold = true
+  const socket = await rawHandshake(t, port, '/ws')
+  await waitFor(() => store.log.length === 1, 'acquire to be called')
+  socket.destroy()
+  await sleep(20)
+  store.hold = false
+  store.proceed()
+  await waitFor(() => store.log.length === 4, 'the releases')
+  t.same(store.log, ['acquire connections 5', 'acquire user:alice 1', 'release connections', 'release user:alice'], 'both counts released')
+  t.equal(calls, 0, 'the handler never ran')
+  t.equal(app.wsGuard.stats().accepted, 0, 'nothing was accepted')
+})
+
+test('a store that answers after the handshake timed out gets its count back', async (t) => {
+  const store = asyncStore()
+  const { app, url } = await startApp(t, async (app) => {
+    await app.register(wsGuard, { auth: { secret }, maxConnections: 5, maxConnectionsPerUser: 1, store, handshakeTimeout: 200 })
+    app.wsRoute('/ws', () => {})
+  })
+  store.hold = true
+  const outcome = await tryConnect(url('/ws'), [], await user('alice'))
+  t.equal(outcome.kind === 'refused' && JSON.parse(outcome.body).code, 'FST_WS_GUARD_HANDSHAKE_TIMEOUT', 'the client gets the handshake timeout')
+  store.hold = false
+  store.proceed()
+  await waitFor(() => store.log.length === 4, 'the late acquisitions to be released')
+  t.same(store.log, ['acquire connections 5', 'acquire user:alice 1', 'release connections', 'release user:alice'], 'both counts released')
+  t.equal(app.wsGuard.stats().accepted, 0, 'nothing was accepted')
+  await openClient(t, url('/ws'), [], await user('alice'))
+  t.equal(app.wsGuard.stats().open, 1, 'alice connects next time')
+})
