@@ -27,6 +27,7 @@ const documented: Record<string, [code: string, statusCode: number]> = {
   UnsupportedVersionError: ['FST_WS_GUARD_UNSUPPORTED_VERSION', 426],
   InvalidKeyError: ['FST_WS_GUARD_INVALID_KEY', 400],
   NotWebSocketRouteError: ['FST_WS_GUARD_NOT_WEBSOCKET_ROUTE', 400],
+  RouteNotFoundError: ['FST_WS_GUARD_ROUTE_NOT_FOUND', 404],
   InvalidProtocolHeaderError: ['FST_WS_GUARD_INVALID_PROTOCOL_HEADER', 400],
   UnsupportedProtocolError: ['FST_WS_GUARD_UNSUPPORTED_PROTOCOL', 400],
   OriginNotAllowedError: ['FST_WS_GUARD_ORIGIN_NOT_ALLOWED', 403],
