@@ -1,13 +1,22 @@
-import { buildDemo } from './demo-app.js'
+import { closeOnSignals, startDemo, type StartedDemo } from './demo-app.js'
 
-// `npm run demo`: a guarded chat room on localhost, no external service needed.
+// `npm run demo`: a guarded chat room and the handshake lab on localhost, nothing external.
+// PORT (default 3000) serves both; PORT+1 serves the lab's page on another origin.
+const host = '127.0.0.1'
 const port = Number(process.env.PORT ?? 3000)
-const { app, mint } = await buildDemo({ logLevel: 'info' })
-await app.listen({ port, host: '127.0.0.1' })
-const token = await mint('cli')
-const url = `ws://127.0.0.1:${port}/chat`
+let demo: StartedDemo
+try {
+  demo = await startDemo({ host, port, foreignPort: port === 0 ? 0 : port + 1, logLevel: 'info' })
+} catch (err) {
+  console.error(`npm run demo: ${(err as Error).message}`)
+  process.exit(1)
+}
+
+const token = await demo.mint('cli')
+const url = `${demo.url.replace(/^http/, 'ws')}chat`
 console.log(`
-  Open http://127.0.0.1:${port}/ in a browser (open it twice to chat with yourself).
+  Open ${demo.url} in a browser: the handshake lab beside a chat room
+  (open it twice to chat with yourself). The lab's page on another origin: ${demo.foreignUrl}
 
   A sample token (HS256, 15 minutes):
     ${token}
@@ -18,5 +27,8 @@ console.log(`
   Try it without the token to see the guard's answer:
     node -e "const s=new (require('ws'))('${url}');s.on('unexpected-response',(q,r)=>{r.pipe(process.stdout)})"
 
-  Ctrl-C to stop.
+  Ctrl-C to stop: open sockets get 1001 server shutting down.
 `)
+
+const signal = await closeOnSignals(process, async () => await demo.app.close())
+console.log(`  ${signal}: closed.`)
