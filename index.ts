@@ -32,10 +32,13 @@ const plugin: FastifyPluginAsync<WsGuardOptions> = async function wsGuard (fasti
   fastify.addHook('preClose', async () => {
     handshakes.startClosing()
     upgrades.startClosing()
-    await settledWithin(settings.shutdownGrace, connections.closeAll(), upgrades.settled())
+    const drained = connections.closeAll()
+    await settledWithin(settings.shutdownGrace, drained, upgrades.settled())
     connections.terminateAll()
     handshakes.refuseWaiting()
     upgrades.destroyAll()
+    // Terminated sockets close at once: resolve with every connection counted.
+    await drained
   })
 
   const wss = await ensureWebSocket(fastify, settings.websocket)

@@ -57,7 +57,7 @@ test('accepted connections and normal closes: stats and channel messages', async
   }
   const stats = app.wsGuard.stats()
   t.equal(stats.open, 0, 'none open')
-  t.same(stats.closed, { normal: 2, heartbeatTimeout: 0, writeDeadline: 0, tokenExpired: 0, shutdown: 0, limit: 0, error: 0 }, 'two normal closes')
+  t.same(stats.closed, { normal: 2, abnormal: 0, heartbeatTimeout: 0, writeDeadline: 0, tokenExpired: 0, forbidden: 0, shutdown: 0, limit: 0, protocolError: 0, error: 0 }, 'two normal closes')
   assertNoToken(t, [...record.accepted, ...record.closed], [aliceToken, bobToken])
 })
 
@@ -140,13 +140,13 @@ test('ended connections: counted and reported with the reason for each way they 
   await app.close()
   t.equal(record.closed.length, 6, 'and the last one on shutdown')
 
-  t.same(app.wsGuard.stats().closed, { normal: 0, heartbeatTimeout: 1, writeDeadline: 1, tokenExpired: 1, shutdown: 1, limit: 1, error: 1 }, 'one of each reason')
+  t.same(app.wsGuard.stats().closed, { normal: 0, abnormal: 0, heartbeatTimeout: 1, writeDeadline: 1, tokenExpired: 1, forbidden: 0, shutdown: 1, limit: 1, protocolError: 1, error: 0 }, 'one of each reason')
   const byRoute = Object.fromEntries(record.closed.map((message) => [message.route, message]))
   t.match(byRoute['/heartbeat'], { reason: 'heartbeatTimeout', code: 1006 }, 'heartbeat timeout, terminated')
   t.match(byRoute['/slow-reader'], { reason: 'writeDeadline', code: 1006 }, 'write deadline, terminated')
   t.match(byRoute['/flood'], { reason: 'limit', code: 1006 }, 'buffer limit, terminated')
   t.match(byRoute['/expiring'], { reason: 'tokenExpired', code: 4401, sub: 'alice' }, 'token expired, 4401, with the sub')
-  t.match(byRoute['/oversized'], { reason: 'error' }, 'socket error')
+  t.match(byRoute['/oversized'], { reason: 'protocolError' }, 'a message over maxPayload: the client broke a limit')
   t.match(byRoute['/idle'], { reason: 'shutdown', code: 1001 }, 'shutdown, 1001')
   for (const message of record.closed) {
     t.match(message, { requestId: String, durationMs: Number }, `${String(message.route)}: request id and duration`)

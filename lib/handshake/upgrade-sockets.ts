@@ -42,8 +42,10 @@ export class UpgradeSockets {
     // A TLS server's requests come on the TLS socket, not on the TCP one it accepted.
     server.on(server instanceof TlsServer ? 'secureConnection' : 'connection', this.#onConnection)
     server.on('request', this.#onRequest)
-    // After @fastify/websocket's own listener: Fastify has routed the request by then.
-    server.on('upgrade', this.#onUpgrade)
+    // Before @fastify/websocket's own listener, which may complete the upgrade at once...
+    server.prependListener('upgrade', this.#onUpgrade)
+    // ...and after it, when Fastify has routed the request: who answers, if anyone.
+    server.on('upgrade', this.#onRouted)
     wss.on('connection', (websocket: WebSocket) => {
       // ws sets its socket before it emits 'connection'.
       const socket = (websocket as WebSocket & { _socket: Duplex })._socket
@@ -85,21 +87,7 @@ export class UpgradeSockets {
     if (this.#heads.delete(request.socket)) request.socket.off('close', this.#forget)
   }
 
-  readonly #onUpgrade = (request: IncomingMessage, socket: UpgradeSocket): void => {
-    if (socket.destroyed) return
-    const response = socket._httpMessage
-    if (response == null && this.#closing) {
-      // @fastify/websocket has let go of upgrades: nobody will answer this one.
-      socket.destroy()
-      return
-    }
-    if (response?.req === request) {
-      response.on('finish', onAnswered)
-    } else if (response != null) {
-      // A plain request was pipelined before the upgrade, which will never be answered: the
-      // socket closes after that request's answer (the HTTP server detaches it from that one).
-      response.once('finish', () => closeAfterAnswer(socket))
-    }
+  readonly #onUpgrade = (_request: IncomingMessage, socket: UpgradeSocket): void => {
     // injectWS emits upgrades without a connection.
     if (!this.#heads.delete(socket)) socket.on('close', this.#forget)
     this.#upgrades.add(socket)
@@ -107,6 +95,24 @@ export class UpgradeSockets {
     // here, since nothing is read from an upgrade socket before that.
     socket.setTimeout?.(this.#deadline === 0 ? 10_000 + margin : this.#deadline)
     socket.on('timeout', onIdle)
+  }
+
+  readonly #onRouted = (request: IncomingMessage, socket: UpgradeSocket): void => {
+    // Upgraded, refused and closed by the guard, or gone: nothing left to do.
+    if (!this.#upgrades.has(socket) || socket.destroyed) return
+    const response = socket._httpMessage
+    if (response == null) {
+      // @fastify/websocket has let go of upgrades while the app closes: nobody will answer.
+      if (this.#closing) socket.destroy()
+      return
+    }
+    if (response.req === request) {
+      response.on('finish', onAnswered)
+    } else {
+      // A plain request was pipelined before the upgrade, which will never be answered: the
+      // socket closes after that request's answer (the HTTP server detaches it from that one).
+      response.once('finish', () => closeAfterAnswer(socket))
+    }
   }
 }
 

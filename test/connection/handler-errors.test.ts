@@ -15,13 +15,21 @@ async function failingApp (t: Parameters<typeof startApp>[0], failing: (socket: 
   })
 }
 
-/** The connection ended, the error was logged through @fastify/websocket, and the app still serves. */
-async function assertSurvived (t: Parameters<typeof startApp>[0], started: StartedApp, message: RegExp): Promise<void> {
+/**
+ * The connection ended, counted as `reason`, logged once through @fastify/websocket's error
+ * handler at `level` (a handler's failure: error; a client's protocol error: info, no stack),
+ * and the app still serves.
+ */
+async function assertSurvived (t: Parameters<typeof startApp>[0], started: StartedApp, message: RegExp, reason: 'error' | 'protocolError' = 'error', level = 50): Promise<void> {
   await waitFor(() => started.app.wsGuard.stats().open === 0, 'the connection to be counted closed')
   const stats = started.app.wsGuard.stats()
-  t.equal(stats.closed.error, 1, 'recorded as an error')
+  t.equal(stats.closed[reason], 1, `recorded as ${reason}`)
   t.equal(stats.closed.normal, 0, 'not as a normal close')
-  t.ok(started.logs.lines.some((line) => line.level === 50 && message.test(JSON.stringify(line))), 'the error handler logged it')
+  t.ok(started.logs.lines.some((line) => line.level === level && message.test(JSON.stringify(line))), `the error handler logged it at level ${level}`)
+  if (level !== 50) {
+    t.notOk(started.logs.lines.some((line) => line.level === 50), 'nothing at error level: a client cannot fill the log')
+    t.notOk(started.logs.text.includes('"stack"'), 'and no stack')
+  }
   const echo = await openClient(t, started.url('/echo'))
   echo.send('still here')
   t.equal(await nextMessage(echo), 'still here', 'the process still serves connections')
@@ -52,7 +60,7 @@ test('a socket error (a message over maxPayload) ends its connection, not the pr
   const closed = whenClosed(client)
   client.send(Buffer.alloc(2048))
   t.not((await closed).code, 1000, 'the connection ends abnormally')
-  await assertSurvived(t, started, /WS_ERR_UNSUPPORTED_MESSAGE_LENGTH|Max payload size exceeded/)
+  await assertSurvived(t, started, /websocket client broke the protocol.*|WS_ERR_UNSUPPORTED_MESSAGE_LENGTH/, 'protocolError', 30)
 })
 
 test('a socket error (invalid UTF-8 in a text message) ends its connection, not the process', async (t) => {
@@ -61,7 +69,7 @@ test('a socket error (invalid UTF-8 in a text message) ends its connection, not 
   const closed = whenClosed(client)
   client.send(Buffer.from([0xff, 0xfe, 0xfd]), { binary: false })
   t.not((await closed).code, 1000, 'the connection ends abnormally')
-  await assertSurvived(t, started, /WS_ERR_INVALID_UTF8|Invalid UTF-8/)
+  await assertSurvived(t, started, /WS_ERR_INVALID_UTF8/, 'protocolError', 30)
 })
 
 test('a socket error on a ws server the app registered itself is recorded too', async (t) => {

@@ -71,15 +71,15 @@ test('a plain route next to fastify-ws-guard: 400 FST_WS_GUARD_NOT_WEBSOCKET_ROU
   t.match(stage(run, 'upgrade').findings, [{ code: 'FST_WS_GUARD_NOT_WEBSOCKET_ROUTE', cause: /plain HTTP route of the app/ }])
 })
 
-test('a path nothing serves: 404 (exit 7)', async (t) => {
+test('a path nothing serves: the guard\'s 404 FST_WS_GUARD_ROUTE_NOT_FOUND (exit 7)', async (t) => {
   const { url } = await startApp(t, async (app) => {
     await app.register(wsGuard)
     app.wsRoute('/ws', () => {})
   })
   const run = await doctor([url('/wrong?room=1')])
   expect(t, run, 'upgrade', 'fail', 7)
-  t.equal(stage(run, 'upgrade').summary, 'HTTP/1.1 404 Not Found')
-  t.match(stage(run, 'upgrade').findings, [{ cause: /^nothing at \/wrong on this server/, fix: /printRoutes/ }])
+  t.equal(stage(run, 'upgrade').summary, 'HTTP/1.1 404 Not Found, FST_WS_GUARD_ROUTE_NOT_FOUND')
+  t.match(stage(run, 'upgrade').findings, [{ code: 'FST_WS_GUARD_ROUTE_NOT_FOUND', cause: /^no route of the app matches the path/, fix: /check the path/ }])
 })
 
 test('a server with heartbeats: pings seen, their interval, our ping answered (exit 0)', async (t) => {

@@ -45,13 +45,13 @@ test('maxConnectionsPerUser refuses a user\'s connection past the limit with 429
   await openClient(t, url('/ws'), [], await user('alice'))
   assertLimitRefusal(t, await tryConnect(url('/ws'), [], await user('alice')), 429, 'FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS')
   await openClient(t, url('/ws'), [], await user('bob'))
-  // A token without sub cannot be counted per user.
+  // A token without sub cannot be counted per user: it is refused, not let through uncounted.
   const anonymous = bearer(await mint(secretBytes))
-  await openClient(t, url('/ws'), [], anonymous)
-  await openClient(t, url('/ws'), [], anonymous)
+  assertRefusal(t, await tryConnect(url('/ws'), [], anonymous), 401, 'FST_WS_GUARD_TOKEN_INVALID')
+  assertRefusal(t, await tryConnect(url('/ws'), [], anonymous), 401, 'FST_WS_GUARD_TOKEN_INVALID')
   const stats = app.wsGuard.stats()
-  t.equal(stats.open, 4, 'alice once, bob, and two connections without sub')
-  t.same(stats.rejected, { FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS: 1 }, 'counted by code')
+  t.equal(stats.open, 2, 'alice once and bob')
+  t.same(stats.rejected, { FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS: 1, FST_WS_GUARD_TOKEN_INVALID: 2 }, 'counted by code')
 })
 
 test('a route overrides maxConnectionsPerUser; the per-user count spans routes', async (t) => {

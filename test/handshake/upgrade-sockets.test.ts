@@ -5,6 +5,7 @@ import { test, type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import wsGuard from '../../index.js'
 import { openConnections, startApp, startAppBounded, type StartedApp } from '../helpers/app.js'
+import { nextMessage, openClient } from '../helpers/clients.js'
 import { handshake, rawConnect } from '../helpers/raw.js'
 
 /*
@@ -89,6 +90,18 @@ test('an upgrade nobody answers is closed after the longest handshakeTimeout plu
   const took = Date.now() - started
   t.ok(took >= 2000 && took < 4000, `closed after ${took} ms (handshakeTimeout 300 + 2000)`)
   t.equal(await connectionsBackTo(app, baseline), baseline)
+})
+
+test('an accepted WebSocket outlives the deadline of unanswered upgrades, idle and without heartbeats', async (t) => {
+  const { app, url } = await startApp(t, async (app) => {
+    await app.register(wsGuard, { handshakeTimeout: 300, heartbeat: false })
+    app.wsRoute('/ws', (socket) => { socket.on('message', (data) => socket.send(String(data))) })
+  })
+  const socket = await openClient(t, url('/ws'))
+  await sleep(3000)
+  socket.send('still here')
+  t.equal(await nextMessage(socket), 'still here', 'open and answering after 3 s idle (the deadline is 2.3 s)')
+  t.equal(app.wsGuard.stats().open, 1)
 })
 
 test('a request head that arrives a byte at a time is cut within handshakeTimeout plus a second', async (t) => {
