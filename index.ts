@@ -31,7 +31,6 @@ const plugin: FastifyPluginAsync<WsGuardOptions> = async function wsGuard (fasti
   // ended when shutdownGrace is over is ended then, so app.close() always ends.
   fastify.addHook('preClose', async () => {
     handshakes.startClosing()
-    upgrades.startClosing()
     const drained = connections.closeAll()
     await settledWithin(settings.shutdownGrace, drained, upgrades.settled())
     connections.terminateAll()

@@ -54,15 +54,16 @@ export class GuardedWebSocket extends WebSocket {
         if (this.listenerCount('error') === 0) return false
         break
     }
+    let handled: boolean
     try {
-      return super.emit(event, ...args)
+      handled = super.emit(event, ...args)
     } catch (err) {
       events.listenerFailed(err)
-      return true
-    } finally {
-      // After the app's close listeners: one that throws makes it an `error` close.
-      if (event === 'close') events.closed(args[0] as number)
+      handled = true
     }
+    // After the app's close listeners: one that throws makes it an `error` close.
+    if (event === 'close') events.closed(args[0] as number)
+    return handled
   }
 
   /** Where EventEmitter sends the rejection of an async listener. */

@@ -96,7 +96,8 @@ function signingKey (secretEnv: string | undefined, keyFile: string | undefined,
 function algorithmOf (key: KeyObject): string {
   switch (key.asymmetricKeyType) {
     case 'ec': {
-      const alg = curves[key.asymmetricKeyDetails?.namedCurve ?? '']
+      // An EC key always names its curve.
+      const alg = curves[key.asymmetricKeyDetails!.namedCurve!]
       if (alg !== undefined) return alg
       break
     }

@@ -28,7 +28,6 @@ export class UpgradeSockets {
   readonly #forget: (this: Duplex) => void
   #onSettled: (() => void) | undefined
   #deadline = 0
-  #closing = false
 
   constructor (server: Server, wss: WebSocketServer, headDeadline: number) {
     const heads = this.#heads
@@ -59,11 +58,6 @@ export class UpgradeSockets {
   /** Called for each guarded route at declaration: the deadline outlasts its handshake checks. */
   noteHandshakeTimeout (ms: number): void {
     this.#deadline = Math.max(this.#deadline, ms + margin)
-  }
-
-  /** From `app.close()` on, an upgrade nobody routes is closed at once. */
-  startClosing (): void {
-    this.#closing = true
   }
 
   /** Resolves once no upgrade is in flight: each became a WebSocket, was refused or closed. */
@@ -102,8 +96,9 @@ export class UpgradeSockets {
     if (!this.#upgrades.has(socket) || socket.destroyed) return
     const response = socket._httpMessage
     if (response == null) {
-      // @fastify/websocket has let go of upgrades while the app closes: nobody will answer.
-      if (this.#closing) socket.destroy()
+      // No listener routed it (@fastify/websocket lets go of upgrades when the app closes):
+      // nobody will ever answer.
+      socket.destroy()
       return
     }
     if (response.req === request) {

@@ -29,25 +29,21 @@ export async function ensureWebSocket (fastify: FastifyInstance, options: Server
 
 /**
  * What @fastify/websocket hands its error handler: a handler that threw or rejected (the
- * app's bug: error level, ends the connection, never the process), or an error of the socket
- * itself. A client that breaks the protocol or resets is the client's doing: one info line,
- * no stack, so that no client can fill the log.
+ * app's bug: error level, ends the connection, never the process), or ws's error for a client
+ * that broke the protocol: the client's doing, one info line, no stack, so that no client can
+ * fill the log. (A reset is no error to ws: it ends as a close without a frame.)
  */
 function onHandlerError (this: FastifyInstance, error: Error & { code?: unknown }, socket: WebSocket, request: FastifyRequest): void {
   const code = typeof error.code === 'string' ? error.code : ''
   if (code.startsWith('WS_ERR_')) {
     markEnding(socket, 'protocolError')
     request.log.info({ wsGuard: { err: errorIdentity(error) } }, 'websocket client broke the protocol')
-  } else if (socketErrors.has(code)) {
-    request.log.info({ wsGuard: { err: errorIdentity(error) } }, 'websocket connection lost')
   } else {
     markEnding(socket, 'error')
     request.log.error({ err: error }, 'websocket handler failed')
   }
   socket.terminate()
 }
-
-const socketErrors = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED'])
 
 /** ws limits beyond which a client can make the server hold far more than it sent. */
 const safeLimits = Object.freeze({

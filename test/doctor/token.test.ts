@@ -106,3 +106,13 @@ test('--help prints the usage; the CLI lists the command', async (t) => {
   t.equal(await runCli(['--help'], io), 0)
   t.match(io.out(), /token \(--secret-env VAR \| --private-key FILE\) --sub S/)
 })
+
+test('several audiences; the environment defaults to the process\'s', async (t) => {
+  process.env.FASTIFY_WS_GUARD_TOKEN_TEST = secret
+  t.teardown(() => { delete process.env.FASTIFY_WS_GUARD_TOKEN_TEST })
+  const out: string[] = []
+  const code = await runCli(['token', '--secret-env', 'FASTIFY_WS_GUARD_TOKEN_TEST', '--sub', 'carol', '--aud', 'chat', '--aud', 'feed'], { stdout: { write: (text: string) => out.push(text) }, stderr: { write: () => {} } })
+  t.equal(code, 0)
+  const { payload } = await jwtVerify(out.join('').trim(), new TextEncoder().encode(secret), { audience: 'feed' })
+  t.same(payload.aud, ['chat', 'feed'])
+})

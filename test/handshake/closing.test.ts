@@ -70,7 +70,8 @@ test('a handshake still in the app\'s own async hooks when closing starts never 
   const { app, url } = await startAppBounded(t, 5000, async (app) => {
     await app.register(wsGuard, { shutdownGrace: 5000 })
     app.wsRoute('/ws', {
-      preValidation: async () => {
+      // The app's own preHandler: the guard's last check runs after it.
+      preHandler: async () => {
         entered.resolve()
         await release.promise
       }

@@ -104,6 +104,22 @@ test('an accepted WebSocket outlives the deadline of unanswered upgrades, idle a
   t.equal(app.wsGuard.stats().open, 1)
 })
 
+test('an upgrade no listener routes (as when @fastify/websocket lets go while closing) is closed at once', async (t) => {
+  const { app, port } = await startApp(t, async (app) => {
+    await app.register(wsGuard)
+    app.wsRoute('/ws', (socket) => { socket.send('hi') })
+  })
+  const fastifyWebsocket = app.server.listeners('upgrade').find((listener) => listener.name === 'onUpgrade') as (...args: unknown[]) => void
+  app.server.removeListener('upgrade', fastifyWebsocket)
+  t.teardown(() => { app.server.on('upgrade', fastifyWebsocket) })
+  const baseline = await openConnections(app)
+  const socket = await rawConnect(t, port, handshake('/ws'))
+  const started = Date.now()
+  await once(socket, 'close')
+  t.ok(Date.now() - started < 500, 'closed without an answer, at once')
+  t.equal(await connectionsBackTo(app, baseline), baseline)
+})
+
 test('a request head that arrives a byte at a time is cut within handshakeTimeout plus a second', async (t) => {
   const { app, port } = await startApp(t, async (app) => {
     await app.register(wsGuard, { handshakeTimeout: 1000 })
