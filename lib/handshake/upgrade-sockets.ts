@@ -48,7 +48,7 @@ export class UpgradeSockets {
     wss.on('connection', (websocket: WebSocket) => {
       // ws sets its socket before it emits 'connection'.
       const socket = (websocket as WebSocket & { _socket: Duplex })._socket
-      if (!upgrades.delete(socket)) return
+      upgrades.delete(socket)
       socket.off('close', this.#forget)
       socket.off('timeout', onIdle)
       settle()
@@ -135,9 +135,7 @@ function onIdle (this: Duplex): void {
 }
 
 /** Closes an upgrade socket once its answer is written: the HTTP server never will. */
-export function closeAfterAnswer (socket: Duplex): void {
-  // The guard's own refusals have closed or are closing their sockets already.
-  if (socket.writableEnded || socket.destroyed) return
+function closeAfterAnswer (socket: Duplex): void {
   socket.end()
   socket.once('finish', () => socket.destroy())
 }
