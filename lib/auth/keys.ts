@@ -1,6 +1,7 @@
 import { createPublicKey, KeyObject, webcrypto, type JsonWebKey as NodeJsonWebKey } from 'node:crypto'
 import { types } from 'node:util'
-import { createRemoteJWKSet, importSPKI, type JWK, type JWTVerifyGetKey } from 'jose'
+import type { FastifyBaseLogger } from 'fastify'
+import { createRemoteJWKSet, customFetch, importSPKI, type JWK, type JWTVerifyGetKey } from 'jose'
 import { InvalidOptionError } from '../errors.js'
 import { assertKnownKeys, assertPlainObject, describe, optionalInteger } from '../validate.js'
 
@@ -25,6 +26,50 @@ export interface KeySource {
   readonly kind: 'secret' | 'publicKey' | 'jwksUrl' | 'getKey'
   readonly resolve: JWTVerifyGetKey
   readonly algorithms: readonly string[]
+  /** A remote JWK Set's failures, told to the operator (see {@link RemoteKeysMonitor}). */
+  readonly remote?: RemoteKeysMonitor
+}
+
+/**
+ * What went wrong with a remote JWK Set, in the words an operator acts on (refused, timeout,
+ * an HTTP status, not JSON), and a warning at most once per cooldown: every handshake fails
+ * while the set is unreachable, and one line says it as well as a thousand.
+ */
+export class RemoteKeysMonitor {
+  readonly host: string
+  readonly #cooldown: number
+  #lastStatus = 0
+  #warnedAt = -Infinity
+
+  constructor (url: URL, cooldown: number) {
+    this.host = url.host
+    this.#cooldown = cooldown
+  }
+
+  /** jose's fetch, watched for the HTTP status it does not report. */
+  readonly fetch = async (url: string, init: RequestInit): Promise<Response> => {
+    const response = await fetch(url, init)
+    this.#lastStatus = response.status
+    return response
+  }
+
+  /** Why fetching the set failed; never its content. */
+  cause (err: unknown): string {
+    const { code, cause } = err as { code?: unknown, cause?: { code?: unknown } }
+    if (code === 'ERR_JWKS_TIMEOUT') return 'timeout'
+    if (code === 'ERR_JWKS_INVALID') return 'not a JSON Web Key Set'
+    if (typeof cause?.code === 'string') return cause.code === 'ECONNREFUSED' ? 'connection refused' : cause.code
+    if (code === 'ERR_JOSE_GENERIC') return this.#lastStatus === 200 ? 'not JSON' : `HTTP ${this.#lastStatus}`
+    return typeof code === 'string' ? code : 'unknown'
+  }
+
+  /** One warn line per cooldown, with the host and the cause. */
+  report (log: FastifyBaseLogger, cause: string): void {
+    const now = Date.now()
+    if (now - this.#warnedAt < this.#cooldown) return
+    this.#warnedAt = now
+    log.warn({ wsGuard: { code: 'FST_WS_GUARD_KEYS_UNAVAILABLE', jwksHost: this.host, cause } }, `websocket guard cannot use the JSON Web Key Set at ${this.host}: ${cause}; every authenticated handshake is refused with 503 meanwhile`)
+  }
 }
 
 const hmac = ['HS256', 'HS384', 'HS512']
@@ -142,8 +187,11 @@ function jwksSource (jwksUrl: unknown, jwks: KeySourceOptions['jwks'], name: str
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
     throw new InvalidOptionError(`${name}.jwksUrl must be an http(s) URL, got ${url.protocol}`)
   }
-  const resolve = createRemoteJWKSet(url, normalizeJwksOptions(jwks, `${name}.jwks`))
-  return { kind: 'jwksUrl', algorithms: asymmetric, resolve }
+  const options = normalizeJwksOptions(jwks, `${name}.jwks`)
+  // jose's own default: it refetches no sooner after a failure either.
+  const remote = new RemoteKeysMonitor(url, options.cooldownDuration ?? 30_000)
+  const resolve = createRemoteJWKSet(url, { ...options, [customFetch]: remote.fetch })
+  return { kind: 'jwksUrl', algorithms: asymmetric, resolve, remote }
 }
 
 function normalizeJwksOptions (jwks: unknown, name: string): NonNullable<KeySourceOptions['jwks']> {

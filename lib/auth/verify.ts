@@ -33,7 +33,10 @@ export async function verifyToken (token: string, settings: VerifySettings): Pro
     const { payload } = await jwtVerify(token, settings.keys.resolve, settings.options)
     return payload
   } catch (err) {
-    return mapJoseError(err, settings.keys.kind)
+    const error = mapJoseError(err, settings.keys.kind)
+    const { remote } = settings.keys
+    if (remote !== undefined && error.code === 'FST_WS_GUARD_KEYS_UNAVAILABLE') error.causeCode = remote.cause(err)
+    return error
   }
 }
 

@@ -1,8 +1,9 @@
 /** What replaces a secret in anything the doctor prints. */
 export const redacted = '<redacted>'
 
-// Query parameters that carry credentials by convention, whatever token was given.
-const secretParams = /([?&](?:access_token|token|jwt|auth)=)[^&#\s"]*/gi
+// Query parameters that carry credentials by convention, whatever token was given. A colon
+// ends the value only where it punctuates the text around the URL (before a space or the end).
+const secretParams = /([?&](?:access_token|token|jwt|auth)=)(?:[^&#\s":]|:(?!\s|$))*/gi
 // The password of a URL's userinfo: ws://user:password@host.
 const userinfoPassword = /(\/\/[^/\s:@]*:)[^/\s@]*@/g
 

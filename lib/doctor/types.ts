@@ -44,7 +44,8 @@ export const exitCodes = {
 } as const
 
 /** Where the token goes: `Authorization: Bearer`, a `bearer.<token>` subprotocol, or `?access_token=`. */
-export type TokenPlacement = 'header' | 'protocol' | 'query'
+export const tokenPlacements = ['header', 'protocol', 'query'] as const
+export type TokenPlacement = typeof tokenPlacements[number]
 
 /** Validated command-line options. */
 export interface DoctorOptions {

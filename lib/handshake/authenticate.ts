@@ -30,7 +30,10 @@ export function createAuthStep (auth: AuthSettings, requireSubject: boolean): Gu
     const cached = cache?.get(cacheKey, Date.now())
     if (cached !== undefined) return admit(auth, requireSubject, request, state, cached)
     return verifyToken(token, auth.verify).then((result) => {
-      if (result instanceof Error) return challenge(auth, result)
+      if (result instanceof Error) {
+        if (result.code === 'FST_WS_GUARD_KEYS_UNAVAILABLE') auth.verify.keys.remote?.report(request.log, result.causeCode!)
+        return challenge(auth, result)
+      }
       const claims = Object.freeze(result)
       cache?.set(cacheKey, claims, cacheUntil(claims, auth))
       return admit(auth, requireSubject, request, state, claims)

@@ -1,8 +1,10 @@
 import { setTimeout as sleep } from 'node:timers/promises'
 import { test } from 'tap'
+import { RemoteKeysMonitor } from '../../lib/auth/keys.js'
 import { authApp } from '../helpers/app.js'
 import { expectOpen, tryConnect } from '../helpers/clients.js'
 import { assertNoLeak, guardLines } from '../helpers/logs.js'
+import { freePort } from '../helpers/raw.js'
 import { checkChallenge, expectRefused } from '../helpers/refusals.js'
 import { bearer, joseMessages, keyPair, mint, publicJwk, secretBytes, startJwksServer } from '../helpers/tokens.js'
 
@@ -99,11 +101,14 @@ test('an unavailable JWK Set fails closed: 503 FST_WS_GUARD_KEYS_UNAVAILABLE wit
     t.ok(elapsed >= 180 && elapsed < 1500, `answered after ${elapsed} ms`)
     t.equal(refusal.headers['retry-after'], '5')
     t.equal(refusal.headers['www-authenticate'], undefined, 'no challenge: the client did nothing wrong')
-    t.match(guardLines(app.logs), [{ wsGuard: { code: 'FST_WS_GUARD_KEYS_UNAVAILABLE', statusCode: 503, causeCode: 'ERR_JWKS_TIMEOUT' } }])
+    t.match(guardLines(app.logs), [
+      { level: 40, wsGuard: { code: 'FST_WS_GUARD_KEYS_UNAVAILABLE', jwksHost: new URL(jwks.url).host, cause: 'timeout' } },
+      { level: 30, wsGuard: { code: 'FST_WS_GUARD_KEYS_UNAVAILABLE', statusCode: 503, causeCode: 'timeout' } }
+    ])
     t.equal(app.calls, 0)
   })
 
-  for (const [mode, causeCode] of [['error', 'ERR_JOSE_GENERIC'], ['not-json', 'ERR_JOSE_GENERIC']] as const) {
+  for (const [mode, causeCode] of [['error', 'HTTP 500'], ['not-json', 'not JSON']] as const) {
     t.test(`a JWKS answering ${mode === 'error' ? '500' : 'a body that is not JSON'}`, async (t) => {
       const jwks = await startJwksServer(t, [await publicJwk(pair, 'k1')])
       jwks.mode = mode
@@ -112,7 +117,7 @@ test('an unavailable JWK Set fails closed: 503 FST_WS_GUARD_KEYS_UNAVAILABLE wit
       t.equal(refusal.headers['retry-after'], '5')
       t.match(refusal.body.message, /keys to verify tokens are unavailable/)
       assertNoLeak(t, JSON.stringify(refusal.headers) + refusal.raw + app.logs.text, [token, jwks.url, 'maintenance', 'boom', ...joseMessages], 'the response and the logs')
-      t.match(guardLines(app.logs), [{ wsGuard: { code: 'FST_WS_GUARD_KEYS_UNAVAILABLE', causeCode } }])
+      t.match(guardLines(app.logs), [{ level: 40, wsGuard: { cause: causeCode } }, { level: 30, wsGuard: { code: 'FST_WS_GUARD_KEYS_UNAVAILABLE', causeCode } }])
       // Once the endpoint is back, the next handshake fetches again and succeeds.
       jwks.mode = 'ok'
       t.equal((await expectOpen(t, app.url('/ws'), [], bearer(token))).user?.sub, 'alice', 'recovers')
@@ -125,12 +130,31 @@ test('an unavailable JWK Set fails closed: 503 FST_WS_GUARD_KEYS_UNAVAILABLE wit
     ;(jwks as { keys: unknown }).keys = 'nope'
     const app = await authApp(t, { jwksUrl: jwks.url })
     await expectRefused(t, app.url('/ws'), 503, 'FST_WS_GUARD_KEYS_UNAVAILABLE', [], bearer(token))
+    t.match(guardLines(app.logs), [{ level: 40, wsGuard: { cause: 'not a JSON Web Key Set' } }])
   })
 
   t.test('an unreachable JWKS', async (t) => {
-    const jwks = await startJwksServer(t, [])
-    const app = await authApp(t, { jwksUrl: jwks.url.replace(/:\d+\//, ':1/') })
+    const host = `127.0.0.1:${await freePort()}`
+    const app = await authApp(t, { jwksUrl: `http://${host}/jwks.json` })
     await expectRefused(t, app.url('/ws'), 503, 'FST_WS_GUARD_KEYS_UNAVAILABLE', [], bearer(token))
-    t.match(guardLines(app.logs), [{ wsGuard: { code: 'FST_WS_GUARD_KEYS_UNAVAILABLE', causeCode: String } }])
+    t.match(guardLines(app.logs), [{ level: 40, wsGuard: { jwksHost: host, cause: 'connection refused' } }, { level: 30, wsGuard: { causeCode: 'connection refused' } }])
+  })
+
+  t.test('an unreachable JWKS is told once per cooldown, however many handshakes fail', async (t) => {
+    const host = `127.0.0.1:${await freePort()}`
+    const app = await authApp(t, { jwksUrl: `http://${host}/jwks.json`, jwks: { cooldownDuration: 60_000 } })
+    for (let i = 0; i < 3; i++) await expectRefused(t, app.url('/ws'), 503, 'FST_WS_GUARD_KEYS_UNAVAILABLE', [], bearer(token))
+    const warnings = app.logs.lines.filter((line) => line.level === 40)
+    t.equal(warnings.length, 1, 'one warn line')
+    t.match(warnings[0], { msg: `websocket guard cannot use the JSON Web Key Set at ${host}: connection refused; every authenticated handshake is refused with 503 meanwhile` })
+    t.equal(guardLines(app.logs).filter((line) => line.level === 30).length, 3, 'and one info line per refusal')
+  })
+
+  t.test('what a failure is called, whatever jose or fetch throws', async (t) => {
+    const monitor = new RemoteKeysMonitor(new URL('https://keys.example.com/jwks.json'), 1000)
+    t.equal(monitor.host, 'keys.example.com')
+    t.equal(monitor.cause({ name: 'TypeError', cause: { code: 'ENOTFOUND' } }), 'ENOTFOUND')
+    t.equal(monitor.cause({ code: 'ERR_SOMETHING_ELSE' }), 'ERR_SOMETHING_ELSE')
+    t.equal(monitor.cause(new Error('no code')), 'unknown')
   })
 })
