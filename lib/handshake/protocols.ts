@@ -20,16 +20,17 @@ export function parseOfferedProtocols (header: string | undefined): string[] | G
 /**
  * Picks the subprotocol the 101 will name, never a `bearer.<token>`: the first of the route's
  * `protocols` the client offered (or, when the route names none, the client's first
- * application protocol), else the marker `bearer`. A client that offered only its token gets
- * an error: selecting nothing makes browsers fail the connection.
+ * application protocol), else the marker `bearer`, else none. A client that offered only its
+ * token gets an error: selecting nothing makes browsers fail the connection. With `required`,
+ * a client that offers none of the route's protocols is refused, whatever else it offered.
  */
-export function selectProtocol (offered: readonly string[], spoken: readonly string[]): string | false | GuardError {
+export function selectProtocol (offered: readonly string[], spoken: readonly string[], required = false): string | false | GuardError {
   const application = offered.filter((protocol) => protocol !== 'bearer' && !carriesToken(protocol))
   if (spoken.length > 0) {
     for (const protocol of spoken) {
       if (application.includes(protocol)) return protocol
     }
-    if (application.length > 0) return new UnsupportedProtocolError(spoken.join(', '))
+    if (application.length > 0 || required) return new UnsupportedProtocolError(spoken.join(', '))
   } else if (application.length > 0) {
     return application[0]!
   }
@@ -40,7 +41,7 @@ export function selectProtocol (offered: readonly string[], spoken: readonly str
 
 /** Step 5 of the chain: the subprotocol the 101 will name. */
 export const selectProtocolStep: GuardStep = (_request, state) => {
-  const selected = selectProtocol(state.offeredProtocols, state.settings.protocols)
+  const selected = selectProtocol(state.offeredProtocols, state.settings.protocols, state.settings.requireProtocol)
   if (typeof selected === 'object') return { error: selected }
   state.protocol = selected
   return undefined

@@ -40,6 +40,11 @@ export interface WsGuardRouteOptions {
    */
   protocols?: readonly string[] | undefined
   /**
+   * Refuse a client that offers none of `protocols` (400 / 4400 `FST_WS_GUARD_UNSUPPORTED_PROTOCOL`).
+   * Default `false`: a client that offers no subprotocol at all is accepted, with none selected.
+   */
+  requireProtocol?: boolean | undefined
+  /**
    * JWT authentication before the upgrade; `false` on a route makes it public. A route's
    * `auth` merges over the plugin's.
    */
@@ -84,6 +89,7 @@ export interface RouteSettings {
   readonly rejectWith: 'http' | 'close'
   readonly handshakeTimeout: number
   readonly protocols: readonly string[]
+  readonly requireProtocol: boolean
   readonly auth: AuthSettings | undefined
   readonly heartbeat: { readonly pingInterval: number, readonly readDeadline: number } | undefined
   readonly writeDeadline: number | undefined
@@ -99,7 +105,7 @@ export const defaultWebSocketOptions = Object.freeze({
 })
 
 const routeKeys = [
-  'origins', 'allowMissingOrigin', 'originReportOnly', 'rejectWith', 'handshakeTimeout', 'protocols', 'auth',
+  'origins', 'allowMissingOrigin', 'originReportOnly', 'rejectWith', 'handshakeTimeout', 'protocols', 'requireProtocol', 'auth',
   'heartbeat', 'writeDeadline', 'maxBufferedBytes', 'maxConnectionsPerUser'
 ] as const
 const pluginOnlyKeys = ['websocket', 'maxConnections', 'store', 'shutdownGrace'] as const
@@ -157,6 +163,11 @@ function normalizeRouteOptions (opts: Record<string, unknown>, name: string, aut
     const culprit = opts.origins === '*' ? "origins: '*'" : opts.allowMissingOrigin === true ? 'allowMissingOrigin: true' : 'originReportOnly: true'
     throw new InvalidOptionError(`${name}: cookie auth is ambient, so any site could open a socket with your users' cookies; it needs an enforced origin check: remove ${culprit}`)
   }
+  const protocols = normalizeProtocols(opts.protocols, `${name}.protocols`)
+  const requireProtocol = optionalBoolean(opts.requireProtocol, false, `${name}.requireProtocol`)
+  if (requireProtocol && protocols.length === 0) {
+    throw new InvalidOptionError(`${name}.requireProtocol needs the subprotocols the route speaks: add protocols, as in protocols: ['chat.v1']`)
+  }
   return Object.freeze({
     origin: Object.freeze({
       policy: compileOrigins(opts.origins, `${name}.origins`),
@@ -166,7 +177,8 @@ function normalizeRouteOptions (opts: Record<string, unknown>, name: string, aut
     originReportOnly: optionalBoolean(opts.originReportOnly, false, `${name}.originReportOnly`),
     rejectWith: optionalOneOf(opts.rejectWith, ['http', 'close'], 'http', `${name}.rejectWith`),
     handshakeTimeout: optionalInteger(opts.handshakeTimeout, 10_000, `${name}.handshakeTimeout`),
-    protocols: normalizeProtocols(opts.protocols, `${name}.protocols`),
+    protocols,
+    requireProtocol,
     auth,
     heartbeat: normalizeHeartbeat(opts.heartbeat, `${name}.heartbeat`),
     writeDeadline: opts.writeDeadline === false ? undefined : optionalInteger(opts.writeDeadline, 30_000, `${name}.writeDeadline`),
