@@ -1,7 +1,7 @@
 import { X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { parseArgs } from 'node:util'
-import type { DoctorOptions, TokenPlacement } from './types.js'
+import { parseArgs, type ParseArgsConfig } from 'node:util'
+import { tokenPlacements, type DoctorOptions, type TokenPlacement } from './types.js'
 
 export type ParsedArgs =
   | { readonly kind: 'run', readonly options: DoctorOptions }
@@ -11,7 +11,6 @@ export type ParsedArgs =
 export const defaultTimeout = 5000
 export const defaultListen = 3000
 
-const placements: readonly TokenPlacement[] = ['header', 'protocol', 'query']
 // What may go into a request header we write: visible ASCII, so no CRLF injection and no spaces.
 const headerSafe = /^[\x21-\x7e]+$/
 
@@ -50,13 +49,12 @@ export function parseDoctorArgs (argv: readonly string[], env: Readonly<Record<s
   try {
     return parse(argv, env)
   } catch (err) {
-    // parseArgs's own errors (unknown option, missing value) and ours read alike.
     return { kind: 'error', message: (err as Error).message }
   }
 }
 
 function parse (argv: readonly string[], env: Readonly<Record<string, string | undefined>>): ParsedArgs {
-  const { values, positionals } = parseArgs({
+  const { values, positionals } = parseOptions({
     args: [...argv],
     allowPositionals: true,
     strict: true,
@@ -78,7 +76,7 @@ function parse (argv: readonly string[], env: Readonly<Record<string, string | u
   if (positionals.length !== 1) throw new Error(`expected one ws:// or wss:// URL, got ${positionals.length} arguments`)
   const token = readToken(values.token, values['token-env'], env)
   const tokenIn = values['token-in'] ?? 'header'
-  if (!placements.includes(tokenIn as TokenPlacement)) throw new Error(`--token-in must be one of ${placements.join(', ')}, got ${tokenIn}`)
+  if (!tokenPlacements.includes(tokenIn as TokenPlacement)) throw new Error(`--token-in must be one of ${tokenPlacements.join(', ')}, got ${tokenIn}`)
   if (values['token-in'] !== undefined && token === undefined) throw new Error('--token-in needs --token or --token-env')
   for (const [name, value] of [['--origin', values.origin], ...values.protocol.map((p) => ['--protocol', p])]) {
     if (value !== undefined && !headerSafe.test(value)) throw new Error(`${name} contains spaces or control characters: ${JSON.stringify(value)}`)
@@ -98,6 +96,59 @@ function parse (argv: readonly string[], env: Readonly<Record<string, string | u
       json: values.json
     }
   }
+}
+
+/**
+ * `parseArgs`, strict, as both subcommands call it; a mistyped option or a missing value throws
+ * one short line (`unknown option --tokn; did you mean --token?`, `--timeout needs a value`)
+ * instead of Node's message.
+ */
+export function parseOptions<T extends ParseArgsConfig & { options: Options }> (config: T): ReturnType<typeof parseArgs<T>> {
+  try {
+    return parseArgs(config)
+  } catch {
+    // The same arguments read leniently, as tokens, to find the one strict parsing refused:
+    // strict parsing throws only for an unknown option, a missing or unwanted value, or a
+    // positional where none is allowed, and `refusal` names each of them, so one is found.
+    const { tokens } = parseArgs({ args: config.args, options: config.options, strict: false, tokens: true, allowPositionals: true })
+    throw new Error(tokens.map((token) => refusal(token, config)).find((message) => message !== undefined)!)
+  }
+}
+
+type Options = NonNullable<ParseArgsConfig['options']>
+type ArgToken = NonNullable<ReturnType<typeof parseArgs<{ tokens: true, strict: false, allowPositionals: true }>>['tokens']>[number]
+
+function refusal (token: ArgToken, config: ParseArgsConfig & { options: Options }): string | undefined {
+  if (token.kind === 'option-terminator') return undefined
+  if (token.kind === 'positional') return config.allowPositionals === true ? undefined : `unexpected argument ${JSON.stringify(token.value)}`
+  const option = config.options[token.name]
+  if (option === undefined) return unknownOption(token.rawName, Object.keys(config.options))
+  // Strict parsing takes a value that starts with a dash only inline (--origin=-x).
+  if (option.type === 'string' && (token.value === undefined || (!token.inlineValue && token.value.startsWith('-')))) return `${token.rawName} needs a value`
+  if (option.type === 'boolean' && token.value !== undefined) return `${token.rawName} takes no value`
+  return undefined
+}
+
+/** `unknown option --tokn`, with the closest known option when it is near enough to be a typo. */
+function unknownOption (raw: string, known: readonly string[]): string {
+  const name = raw.replace(/^--?/, '')
+  const best = known.map((candidate) => ({ candidate, distance: editDistance(name, candidate) }))
+    .reduce((a, b) => b.distance < a.distance ? b : a)
+  // Near enough: one edit per three letters, at least one.
+  return best.distance <= Math.max(1, Math.floor(name.length / 3)) ? `unknown option ${raw}; did you mean --${best.candidate}?` : `unknown option ${raw}`
+}
+
+/** Levenshtein distance: insertions, deletions and substitutions. */
+function editDistance (a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j)
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i]
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1))
+    }
+    previous = current
+  }
+  return previous[b.length]!
 }
 
 function readToken (token: string | undefined, variable: string | undefined, env: Readonly<Record<string, string | undefined>>): string | undefined {

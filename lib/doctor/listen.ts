@@ -56,12 +56,17 @@ export async function listen (conn: ProbeConnection, options: DoctorOptions): Pr
   }
   const heartbeats = pings.length === 0 ? 'no server ping' : `${pings.length} server ping(s)${interval(pings)}`
   const roundTrip = rtt === undefined ? 'no pong to our ping' : `ping round trip ${rtt} ms`
+  // No heartbeat in the window says nothing of an interval longer than it: a note, not a warning.
+  const note = pings.length + pongs.length === 0 && close === undefined && !dropped
+    ? [`note: no ping arrived within ${options.listen} ms, which says nothing of a longer interval: to see one, rerun with --listen longer than the server's ping interval (fastify-ws-guard pings every 30 s by default: --listen 35000)`]
+    : []
   return stageResult('listen', elapsed(), `${ending(lasted, close, dropped)}: ${heartbeats}, ${roundTrip}, ${dataFrames} data frame(s)`, {
     details: [
       `server pings at: ${times(pings)}`,
-      `unsolicited server pongs at: ${times(pongs)}`
+      `unsolicited server pongs at: ${times(pongs)}`,
+      ...note
     ],
-    findings: verdicts(options.listen, close, dropped, pings, pongs, rtt),
+    findings: verdicts(options.listen, close, dropped, rtt),
     data: { listenedMs: lasted, serverPingsAtMs: pings, unsolicitedPongsAtMs: pongs, pingRoundTripMs: rtt ?? null, dataFrames, close: close ?? null, dropped }
   })
 }
@@ -72,7 +77,7 @@ function ending (lasted: number, close: { code: number, reason: string } | undef
   return `closed by the server after ${lasted} ms with ${close.code} ${JSON.stringify(close.reason)}`
 }
 
-function verdicts (listenMs: number, close: { code: number, reason: string } | undefined, dropped: boolean, pings: number[], pongs: number[], rtt: number | undefined): Finding[] {
+function verdicts (listenMs: number, close: { code: number, reason: string } | undefined, dropped: boolean, rtt: number | undefined): Finding[] {
   if (close !== undefined) {
     const explain = closeCodes[close.code] ?? {
       cause: 'a code outside the standard ones: 3000-3999 belong to libraries, 4000-4999 to the application',
@@ -83,14 +88,10 @@ function verdicts (listenMs: number, close: { code: number, reason: string } | u
   if (dropped) {
     return [failed('1006', 'the connection was cut without a close frame (a browser reports 1006): the server terminated the socket or crashed, or a proxy or load balancer timed it out', 'read the server log; if cuts come after a fixed idle time, enable heartbeats shorter than the proxy\'s timeout')]
   }
-  const findings: Finding[] = []
-  if (pings.length + pongs.length === 0) {
-    findings.push({ verdict: 'warn', cause: `no heartbeat from the server in ${listenMs} ms: its interval is longer, or it sends none; without heartbeats proxies and load balancers cut idle connections (nginx proxy_read_timeout: 60 s) and dead peers linger`, fix: 'enable server pings (fastify-ws-guard: heartbeat.pingInterval, 30 s by default), or rerun with a longer --listen to see a slow interval' })
-  }
   if (rtt === undefined) {
-    findings.push({ verdict: 'warn', cause: `the server did not answer our ping in ${listenMs} ms; RFC 6455 requires a pong`, fix: 'the server (or a proxy) is stalled, or its WebSocket implementation ignores pings' })
+    return [{ verdict: 'warn', cause: `the server did not answer our ping in ${listenMs} ms; RFC 6455 requires a pong`, fix: 'the server (or a proxy) is stalled, or its WebSocket implementation ignores pings' }]
   }
-  return findings
+  return []
 }
 
 function interval (at: readonly number[]): string {

@@ -1,7 +1,7 @@
 import { createPrivateKey, type KeyObject } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { parseArgs } from 'node:util'
 import { SignJWT, type JWTPayload } from 'jose'
+import { parseOptions } from './args.js'
 import { exitCodes, type DoctorIo } from './types.js'
 
 export const tokenHelp = `Usage: fastify-ws-guard token (--secret-env VAR | --private-key FILE) --sub S [options]
@@ -45,7 +45,7 @@ export async function runToken (argv: readonly string[], io: DoctorIo): Promise<
 }
 
 async function mint (argv: readonly string[], env: Readonly<Record<string, string | undefined>>): Promise<string | 'help'> {
-  const { values } = parseArgs({
+  const { values } = parseOptions({
     args: [...argv],
     strict: true,
     options: {

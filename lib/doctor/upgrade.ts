@@ -5,7 +5,7 @@ import { redact } from './redact.js'
 import { failed, stageResult } from './stage.js'
 import { startClock } from './time.js'
 import { speaksTls } from './tls.js'
-import type { DoctorOptions, Finding, StageResult } from './types.js'
+import { tokenPlacements, type DoctorOptions, type Finding, type StageResult, type TokenPlacement } from './types.js'
 import type { Target } from './url.js'
 import { listsUpgrade, nginxUpgradeFix } from '../upgrade-headers.js'
 
@@ -78,7 +78,7 @@ export async function upgrade (target: Target, conn: ProbeConnection, options: D
   await conn.wait((buffer) => bodyComplete(head, buffer), Math.min(options.timeout, bodyWait))
   const body = bodyOf(head, conn.buffer).toString('utf8')
   const code = /FST_WS_GUARD_[A-Z_]+/.exec(body)?.[0]
-  const explanation = code === undefined ? explainStatus(head, target, options) : explainGuardCode(code) ?? unknownGuardCode
+  const explanation = code === undefined ? explainStatus(head, target, options) : explainCode(code, options)
   const shown = body === '' ? [] : [`< body: ${hide(excerpt(body))}`]
   return {
     open: false,
@@ -155,6 +155,36 @@ function explainStatus (head: ResponseHead, target: Target, options: DoctorOptio
   return explain(context)
 }
 
+/** A guard code explained; a missing token that was sent is explained by where it was sent. */
+function explainCode (code: string, options: DoctorOptions): Explanation {
+  if (code === 'FST_WS_GUARD_TOKEN_MISSING' && options.token !== undefined) {
+    return {
+      cause: 'the route requires a token and found none where it looks, although one was sent',
+      fix: sentElsewhere(options.tokenIn, unreadByGuard[options.tokenIn])
+    }
+  }
+  return explainGuardCode(code) ?? unknownGuardCode
+}
+
+const placementNames: Readonly<Record<TokenPlacement, string>> = {
+  header: 'the Authorization header',
+  protocol: 'the subprotocol bearer.<token>',
+  query: 'the query'
+}
+
+// Why fastify-ws-guard did not find a token that was sent: the route's auth options.
+const unreadByGuard: Readonly<Record<TokenPlacement, string>> = {
+  header: 'this route does not read the Authorization header (auth.tokenSources)',
+  protocol: 'this route does not read subprotocols (auth.tokenSources)',
+  query: 'this route does not read access_token from the query (auth.tokenSources, auth.queryParam)'
+}
+
+/** The fix for a token the server did not find: where it went, why, and the other places to try. */
+function sentElsewhere (tokenIn: TokenPlacement, why: string): string {
+  const others = tokenPlacements.filter((place) => place !== tokenIn).map((place) => `--token-in ${place}`)
+  return `the token was sent in ${placementNames[tokenIn]}; ${why}: try ${others.join(' or ')}`
+}
+
 const unknownGuardCode: Explanation = {
   cause: 'fastify-ws-guard refused the handshake with a code this doctor does not know (a newer version?)',
   fix: 'read the message in the body and the README\'s error table'
@@ -170,7 +200,7 @@ function unauthorized ({ headers, options }: StatusContext): Explanation {
   const description = authParam(challenge, 'error_description')
   const refused = error === undefined ? '' : ` and refused the token (error="${error}")`
   const said = description === undefined ? '' : `; it says "${description}"`
-  let fix = 'the server may read the token elsewhere: try --token-in protocol or --token-in query'
+  let fix = sentElsewhere(options.tokenIn, 'the server may read it elsewhere')
   if (options.token === undefined) fix = 'send a token: --token T or --token-env VAR, with --token-in for where the server reads it'
   else if (error === 'invalid_token') fix = 'if it expired, get a fresh one; otherwise check that it was issued for this server (issuer, audience, signing key)'
   return { cause: `the server requires authentication (401)${refused}${said}`, fix }

@@ -58,8 +58,15 @@ test('arguments: every option', async (t) => {
   const usage: Array<[string[], Record<string, string>, RegExp]> = [
     [[], {}, /expected one ws:\/\/ or wss:\/\/ URL, got 0 arguments/],
     [['ws://a', 'ws://b'], {}, /got 2 arguments/],
-    [['ws://a', '--bogus'], {}, /Unknown option '--bogus'/],
-    [['ws://a', '--token'], {}, /argument missing/],
+    [['ws://a', '--bogus'], {}, /^unknown option --bogus$/],
+    [['ws://a', '--token'], {}, /^--token needs a value$/],
+    [['ws://a', '--tokn', 't'], {}, /^unknown option --tokn; did you mean --token\?$/],
+    [['ws://a', '--timout=9', '--json'], {}, /^unknown option --timout; did you mean --timeout\?$/],
+    [['ws://a', '--insecure', '--protocols', 'chat'], {}, /^unknown option --protocols; did you mean --protocol\?$/],
+    [['ws://a', '-x'], {}, /^unknown option -x$/],
+    [['ws://a', '--origin', 'https://a', '--timeout'], {}, /^--timeout needs a value$/],
+    [['ws://a', '--token', '--json'], {}, /^--token needs a value$/],
+    [['ws://a', '--json=yes'], {}, /^--json takes no value$/],
     [['ws://a', '--token', 'a', '--token-env', 'T'], { T: 'b' }, /not both/],
     [['ws://a', '--token-env', 'T'], {}, /environment variable T is unset, empty/],
     [['ws://a', '--token-env', 'T'], { T: '' }, /environment variable T is unset, empty/],
@@ -89,6 +96,14 @@ test('runDoctor: help, usage errors, and process.env by default', async (t) => {
   t.equal(await runDoctor(['--help'], help), exitCodes.ok)
   t.match(help.out(), /Usage: fastify-ws-guard doctor <ws:\/\/ or wss:\/\/ URL>/)
   t.match(help.out(), /7 {2}upgrade stage failed/)
+
+  const typo = capture()
+  t.equal(await runDoctor(['ws://a', '--tokn', 'secret-value'], typo), exitCodes.usage)
+  t.match(typo.err(), /^fastify-ws-guard doctor: unknown option --tokn; did you mean --token\?\n\nUsage: fastify-ws-guard doctor /)
+  t.notMatch(typo.err(), /secret-value/)
+  const noValue = capture()
+  t.equal(await runDoctor(['ws://a', '--timeout'], noValue), exitCodes.usage)
+  t.match(noValue.err(), /^fastify-ws-guard doctor: --timeout needs a value\n\nUsage: /)
 
   const bad = capture()
   t.equal(await runDoctor(['ws://a', '--timeout', 'soon'], bad), exitCodes.usage)

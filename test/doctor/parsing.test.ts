@@ -87,4 +87,8 @@ test('redact: the token and credential-like query parameters', async (t) => {
   t.equal(redact('ws://h/?x=1&token=abc#f', undefined), 'ws://h/?x=1&token=<redacted>#f')
   t.equal(redact('ws://alice:s3cret@h:8080/ws and wss://bob@h/', undefined), 'ws://alice:<redacted>@h:8080/ws and wss://bob@h/')
   t.equal(redact('Authorization: Bearer eyJabc.def; bearer.eyJabc.def', 'eyJabc.def'), 'Authorization: Bearer <redacted>; bearer.<redacted>')
+  // A colon that punctuates the text after the URL is no part of the value; one inside it is.
+  t.equal(redact('ws://h/ws?access_token=abc: plain text', undefined), 'ws://h/ws?access_token=<redacted>: plain text')
+  t.equal(redact('ws://h/ws?access_token=abc:', undefined), 'ws://h/ws?access_token=<redacted>:')
+  t.equal(redact('ws://h/ws?token=abc:def:ghi&x=1', undefined), 'ws://h/ws?token=<redacted>&x=1')
 })

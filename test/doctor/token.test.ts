@@ -87,7 +87,12 @@ test('usage errors: one clear line and the help, exit code 2', async (t) => {
     [['--secret-env', 'WS_SECRET', '--sub', 'a', '--claim', 'exp=1'], { WS_SECRET: secret }, /--claim exp: set sub, aud, iss and exp with/],
     [['--private-key', join(dir, 'missing.pem'), '--sub', 'a'], {}, /cannot read --private-key .*: ENOENT/],
     [['--private-key', join(dir, 'not-a-key.pem'), '--sub', 'a'], {}, /holds no PEM private key/],
-    [['--secret-env', 'WS_SECRET', '--sub', 'a', '--bogus'], { WS_SECRET: secret }, /Unknown option '--bogus'/]
+    [['--secret-env', 'WS_SECRET', '--sub', 'a', '--bogus'], { WS_SECRET: secret }, /^fastify-ws-guard token: unknown option --bogus\n/],
+    [['--secret-evn', 'WS_SECRET', '--sub', 'a'], { WS_SECRET: secret }, /^fastify-ws-guard token: unknown option --secret-evn; did you mean --secret-env\?\n/],
+    [['--secret-env', 'WS_SECRET', '--sub'], { WS_SECRET: secret }, /^fastify-ws-guard token: --sub needs a value\n/],
+    [['--secret-env', 'WS_SECRET', '--sub', 'a', 'b'], { WS_SECRET: secret }, /^fastify-ws-guard token: unexpected argument "b"\n/],
+    [['--secret-env', 'WS_SECRET', '--sub', 'a', '--', '--exp'], { WS_SECRET: secret }, /^fastify-ws-guard token: unexpected argument "--exp"\n/],
+    [['--help=yes'], {}, /^fastify-ws-guard token: --help takes no value\n/]
   ]
   for (const [args, env, message] of cases) {
     const run = await token(args, env)
