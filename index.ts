@@ -42,7 +42,7 @@ const plugin: FastifyPluginAsync<WsGuardOptions> = async function wsGuard (fasti
 
   const wss = await ensureWebSocket(fastify, settings.websocket)
   const handshakes = new HandshakeGuard(wss, settings, stats, fastify.log)
-  const upgrades = new UpgradeSockets(fastify.server, wss, settings.route.handshakeTimeout)
+  const upgrades = new UpgradeSockets(fastify.server, wss, settings.route.handshakeTimeout, (status) => handshakes.answeredByFastify(status))
   wss.on('connection', (socket, raw: GuardedIncomingMessage) => {
     const state = raw[kHandshake]
     if (state?.owner === handshakes.owner) connections.track(socket, state)

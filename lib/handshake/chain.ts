@@ -102,6 +102,14 @@ export class HandshakeGuard {
     refuse(this, request, reply, state, { error: new ShuttingDownError() })
   }
 
+  /**
+   * An upgrade Fastify answered before any hook ran: while closing, its own 503 is this
+   * guard's refusal in all but name, and is counted as one.
+   */
+  answeredByFastify (statusCode: number): void {
+    if (this.closing && statusCode === 503) this.stats.countRejection('FST_WS_GUARD_SHUTTING_DOWN')
+  }
+
   /** From `preClose` on: new handshakes are refused, and so are those waiting on a step when it settles. */
   startClosing (): void {
     this.closing = true

@@ -26,16 +26,23 @@ export class UpgradeSockets {
   readonly #upgrades = new Set<Duplex>()
   /** A 'close' listener shared by every socket (`this` is the socket): no closure per socket. */
   readonly #forget: (this: Duplex) => void
+  /** A 'finish' listener shared by every response Fastify writes to an upgrade itself. */
+  readonly #onAnswered: (this: ServerResponse) => void
   #onSettled: (() => void) | undefined
   #deadline = 0
 
-  constructor (server: Server, wss: WebSocketServer, headDeadline: number) {
+  /** `answered(status)` learns of every upgrade Fastify answered itself: the guard's hooks never saw it. */
+  constructor (server: Server, wss: WebSocketServer, headDeadline: number, answered: (statusCode: number) => void) {
     const heads = this.#heads
     const upgrades = this.#upgrades
     const settle = (): void => { if (upgrades.size === 0) this.#onSettled?.() }
     this.#forget = function (this: Duplex) {
       heads.delete(this)
       if (upgrades.delete(this)) settle()
+    }
+    this.#onAnswered = function (this: ServerResponse) {
+      answered(this.statusCode)
+      closeAfterAnswer(this.socket!)
     }
     boundRequestHeads(server, headDeadline)
     // A TLS server's requests come on the TLS socket, not on the TCP one it accepted.
@@ -102,7 +109,7 @@ export class UpgradeSockets {
       return
     }
     if (response.req === request) {
-      response.on('finish', onAnswered)
+      response.on('finish', this.#onAnswered)
     } else {
       // A plain request was pipelined before the upgrade, which will never be answered: the
       // socket closes after that request's answer (the HTTP server detaches it from that one).
@@ -125,11 +132,7 @@ function boundRequestHeads (server: Server, ms: number): void {
 
 const headCheckInterval = 1000
 
-// Shared listeners (`this` is the emitter): nothing allocated per upgrade.
-function onAnswered (this: ServerResponse): void {
-  closeAfterAnswer(this.socket!)
-}
-
+// A shared listener (`this` is the socket): nothing allocated per upgrade.
 function onIdle (this: Duplex): void {
   this.destroy()
 }

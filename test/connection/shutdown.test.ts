@@ -75,6 +75,7 @@ test('an upgrade during the grace gets 503 and app.close() still resolves', asyn
   // Fastify answers before any hook runs, so nothing destroys the upgrade socket unless the
   // guard does; server.close() would wait on it forever.
   t.ok(await settlesWithin(closing, shutdownGrace + 1000), 'app.close() resolves')
+  t.same(app.wsGuard.stats().rejected, { FST_WS_GUARD_SHUTTING_DOWN: 1 }, 'Fastify\'s own 503 is counted as the guard\'s refusal')
 })
 
 test('with return503OnClosing: false the guard refuses upgrades during the grace with FST_WS_GUARD_SHUTTING_DOWN', async (t) => {
