@@ -31,17 +31,17 @@ export interface GuardError extends Error {
 }
 
 /** A constructor of one refusal: `new TokenInvalidError('malformed token')`. */
-export interface GuardErrorConstructor<Code extends GuardErrorCode> {
-  new (...args: unknown[]): GuardError & { readonly code: Code }
-  (...args: unknown[]): GuardError & { readonly code: Code }
-  readonly prototype: GuardError & { readonly code: Code }
+export interface GuardErrorConstructor<Code extends GuardErrorCode, Status extends number = number> {
+  new (...args: unknown[]): GuardError & { readonly code: Code, readonly statusCode: Status }
+  (...args: unknown[]): GuardError & { readonly code: Code, readonly statusCode: Status }
+  readonly prototype: GuardError & { readonly code: Code, readonly statusCode: Status }
 }
 
-function refusal<Code extends GuardErrorCode> (code: Code, message: string, statusCode: number, answer: Answer): GuardErrorConstructor<Code> {
+function refusal<Code extends GuardErrorCode, Status extends number> (code: Code, message: string, statusCode: Status, answer: Answer): GuardErrorConstructor<Code, Status> {
   const GuardErrorClass = createError(code, message, statusCode, Error, false)
   // On the prototype: one copy per code, nothing more per refusal.
   Object.assign(GuardErrorClass.prototype, answer)
-  return GuardErrorClass as unknown as GuardErrorConstructor<Code>
+  return GuardErrorClass as unknown as GuardErrorConstructor<Code, Status>
 }
 
 const upgradeWebSocket = Object.freeze({ upgrade: 'websocket' })
