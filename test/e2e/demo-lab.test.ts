@@ -255,7 +255,7 @@ test('the lab page in Chromium: every scenario, the live stats, 1001 on shutdown
 
   // The chat; valid: page and twin; silent; refresh: page, control and twin.
   await page.waitForFunction(() => document.getElementById('stat-accepted')?.textContent === '7')
-  t.pass('the stats panel counts the accepted connections')
+  t.equal(await page.textContent('#stat-accepted'), '7', 'the stats panel counts the accepted connections')
   t.equal(await page.textContent('[data-key=FST_WS_GUARD_TOKEN_INVALID] .count'), '4', 'the refusals by code: two scenarios, the page and the twin each')
   t.equal(await page.textContent('[data-key=heartbeatTimeout] .count'), '1', 'and the silent client, by reason')
 
@@ -266,7 +266,7 @@ test('the lab page in Chromium: every scenario, the live stats, 1001 on shutdown
   t.equal(await page.textContent('#chat-status'), 'closed: 1001 server shutting down', 'the chat shows the shutdown')
   t.equal(await closing, 'SIGTERM')
   await page.waitForSelector('#stats-state[data-state=stopped]')
-  t.pass('the stats panel says the server stopped')
+  t.equal(await page.getAttribute('#stats-state', 'data-state'), 'stopped', 'the stats panel says the server stopped')
   t.same(errors, [], 'no page error')
   assertNoToken(t, demo.output)
 })
