@@ -13,7 +13,7 @@ import { kHandshake, type GuardedIncomingMessage, type GuardStep, type Handshake
 import { createLimitStep } from './limits.js'
 import { checkOriginStep } from './origin.js'
 import { parseOfferedProtocols, selectProtocolStep } from './protocols.js'
-import { recordRejection, sendCloseRejection, sendHttpRejection } from './reject.js'
+import { recordRejection, refuseBeforeHandshake, sendCloseRejection, sendHttpRejection } from './reject.js'
 import { checkHandshakeShape } from './shape.js'
 
 /**
@@ -70,8 +70,7 @@ export class HandshakeGuard {
       const shapeError = checkHandshakeShape(request)
       const offered = shapeError ?? parseOfferedProtocols(request.headers['sec-websocket-protocol'])
       if (!Array.isArray(offered)) {
-        sendHttpRejection(request, reply, { error: offered })
-        recordRejection(this.stats, request, undefined, offered)
+        refuseBeforeHandshake(this.stats, request, reply, offered)
         return
       }
       const state: HandshakeState = {

@@ -57,6 +57,15 @@ const closeRejectionGrace = 2000
 const emptyHead = Buffer.alloc(0)
 function noop (): void {}
 
+/**
+ * Refuses over HTTP a request that never became a handshake of the chain (a malformed one, an
+ * upgrade to a plain route or to no route), and records it.
+ */
+export function refuseBeforeHandshake (stats: StatsCounter, request: FastifyRequest, reply: FastifyReply, error: GuardError): void {
+  sendHttpRejection(request, reply, { error })
+  recordRejection(stats, request, undefined, error)
+}
+
 /** One info line per refused handshake (code and reason, never a URL), counted and published. */
 export function recordRejection (stats: StatsCounter, request: FastifyRequest, state: HandshakeState | undefined, error: GuardError): void {
   const route = state?.route ?? request.routeOptions.url

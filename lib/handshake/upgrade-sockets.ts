@@ -29,6 +29,8 @@ export class UpgradeSockets {
   /** A 'finish' listener shared by every response Fastify writes to an upgrade itself. */
   readonly #onAnswered: (this: ServerResponse) => void
   #onSettled: (() => void) | undefined
+  /** Before any guarded route is declared: the plugin's own `handshakeTimeout`. */
+  readonly #defaultDeadline: number
   #deadline = 0
 
   /** `answered(status)` learns of every upgrade Fastify answered itself: the guard's hooks never saw it. */
@@ -44,6 +46,7 @@ export class UpgradeSockets {
       answered(this.statusCode)
       closeAfterAnswer(this.socket!)
     }
+    this.#defaultDeadline = headDeadline + margin
     boundRequestHeads(server, headDeadline)
     // A TLS server's requests come on the TLS socket, not on the TCP one it accepted.
     server.on(server instanceof TlsServer ? 'secureConnection' : 'connection', this.#onConnection)
@@ -94,7 +97,7 @@ export class UpgradeSockets {
     this.#upgrades.add(socket)
     // ws clears it with setTimeout(0) when the upgrade completes; an idle timeout is enough
     // here, since nothing is read from an upgrade socket before that.
-    socket.setTimeout?.(this.#deadline === 0 ? 10_000 + margin : this.#deadline)
+    socket.setTimeout?.(this.#deadline === 0 ? this.#defaultDeadline : this.#deadline)
     socket.on('timeout', onIdle)
   }
 

@@ -3,7 +3,7 @@ import type { ConnectionTracker } from '../connection/tracker.js'
 import { InvalidOptionError, NotWebSocketRouteError, RouteNotFoundError } from '../errors.js'
 import type { HandshakeGuard } from '../handshake/chain.js'
 import type { UpgradeSockets } from '../handshake/upgrade-sockets.js'
-import { recordRejection, sendHttpRejection } from '../handshake/reject.js'
+import { refuseBeforeHandshake } from '../handshake/reject.js'
 import type { StatsCounter } from '../stats.js'
 import { resolveRouteSettings, type NormalizedOptions } from './options.js'
 
@@ -47,8 +47,7 @@ export function createNotFoundGuard (stats: StatsCounter): onRequestHookHandler 
     if (!request.ws || !request.is404) return done()
     const path = request.url.split('?', 1)[0]!
     const error = new RouteNotFoundError(request.method, path.length > 100 ? path.slice(0, 100) + '...' : path)
-    sendHttpRejection(request, reply, { error })
-    recordRejection(stats, request, undefined, error)
+    refuseBeforeHandshake(stats, request, reply, error)
   }
 }
 
@@ -57,8 +56,7 @@ function rejectUpgrade (stats: StatsCounter, method: string, url: string): onReq
   return function wsGuardPlainRoute (request, reply, done) {
     if (!request.ws) return done()
     const error = new NotWebSocketRouteError(method, url)
-    sendHttpRejection(request, reply, { error })
-    recordRejection(stats, request, undefined, error)
+    refuseBeforeHandshake(stats, request, reply, error)
   }
 }
 
