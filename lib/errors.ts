@@ -45,8 +45,10 @@ function refusal<Code extends GuardErrorCode, Status extends number> (code: Code
 }
 
 const upgradeWebSocket = Object.freeze({ upgrade: 'websocket' })
-// Capacity and timing refusals are temporary: say when to come back.
+// Capacity and timing refusals are temporary: say when to come back, in the header and, for
+// clients that only see the close frame, as a hint in ms at the end of its reason.
 const retryLater = Object.freeze({ 'retry-after': '5' })
+const retryHint = '; retry-after=5000'
 
 // Handshake shape (lib/handshake/shape.ts, lib/handshake/protocols.ts, lib/setup/routes.ts)
 export const UpgradeRequiredError = refusal(
@@ -117,25 +119,31 @@ export const HandshakeTimeoutError = refusal(
   'FST_WS_GUARD_HANDSHAKE_TIMEOUT',
   'The WebSocket handshake checks did not finish in time',
   503,
-  { closeCode: 1013, closeReason: 'handshake timeout', headers: retryLater }
+  { closeCode: 1013, closeReason: 'handshake timeout' + retryHint, headers: retryLater }
 )
 export const ShuttingDownError = refusal(
   'FST_WS_GUARD_SHUTTING_DOWN',
   'The server is shutting down',
   503,
-  { closeCode: 1013, closeReason: 'server shutting down', headers: retryLater }
+  { closeCode: 1013, closeReason: 'server shutting down' + retryHint, headers: retryLater }
 )
 export const TooManyConnectionsError = refusal(
   'FST_WS_GUARD_TOO_MANY_CONNECTIONS',
   'The server has reached its WebSocket connection limit',
   503,
-  { closeCode: 1013, closeReason: 'server at capacity', headers: retryLater }
+  { closeCode: 1013, closeReason: 'server at capacity' + retryHint, headers: retryLater }
 )
 export const TooManyUserConnectionsError = refusal(
   'FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS',
   'Too many WebSocket connections for this user',
   429,
-  { closeCode: 4429, closeReason: 'too many connections', headers: retryLater }
+  { closeCode: 4429, closeReason: 'too many connections' + retryHint, headers: retryLater }
+)
+export const StoreUnavailableError = refusal(
+  'FST_WS_GUARD_STORE_UNAVAILABLE',
+  'The connection store is unavailable right now',
+  503,
+  { closeCode: 1013, closeReason: 'try again later' + retryHint, headers: retryLater }
 )
 export const InternalError = refusal(
   'FST_WS_GUARD_INTERNAL',
@@ -191,7 +199,7 @@ export const KeysUnavailableError = refusal(
   'FST_WS_GUARD_KEYS_UNAVAILABLE',
   'The keys to verify tokens are unavailable right now',
   503,
-  { closeCode: 1013, closeReason: 'try again later', headers: retryLater }
+  { closeCode: 1013, closeReason: 'try again later' + retryHint, headers: retryLater }
 )
 
 // Misuse by the app, never a client's refusal
@@ -226,6 +234,7 @@ export type GuardErrorCode =
   | 'FST_WS_GUARD_SHUTTING_DOWN'
   | 'FST_WS_GUARD_TOO_MANY_CONNECTIONS'
   | 'FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS'
+  | 'FST_WS_GUARD_STORE_UNAVAILABLE'
   | 'FST_WS_GUARD_INTERNAL'
   | 'FST_WS_GUARD_TOKEN_MISSING'
   | 'FST_WS_GUARD_INVALID_REQUEST'

@@ -6,9 +6,13 @@ import { channel } from 'node:diagnostics_channel'
  * `writeDeadline` a client not reading; `tokenExpired` its token's `exp`, or a refresh
  * refused; `forbidden` a refresh `authorize` refused; `shutdown` `app.close()`; `limit`
  * `maxBufferedBytes`; `protocolError` the client broke RFC 6455 or a ws limit (bad frames,
- * too many fragments); `error` the app's handler or one of its listeners failed.
+ * too many fragments); `error` the app's handler or one of its listeners failed; `revoked`
+ * `revoke()` or a recheck; `disconnected` `disconnect()`; `messageTooBig` `maxMessageBytes`;
+ * `messageRate` `messageRate` with `onExcess: 'close'`; `maxAge` `maxConnectionAge`.
  */
-export type CloseReason = 'normal' | 'abnormal' | 'heartbeatTimeout' | 'writeDeadline' | 'tokenExpired' | 'forbidden' | 'shutdown' | 'limit' | 'protocolError' | 'error'
+export type CloseReason =
+  | 'normal' | 'abnormal' | 'heartbeatTimeout' | 'writeDeadline' | 'tokenExpired' | 'forbidden' | 'shutdown' | 'limit'
+  | 'protocolError' | 'error' | 'revoked' | 'disconnected' | 'messageTooBig' | 'messageRate' | 'maxAge'
 
 /** What `app.wsGuard.stats()` returns. */
 export interface WsGuardStats {
@@ -20,6 +24,8 @@ export interface WsGuardStats {
   rejected: Record<string, number>
   /** Ended connections, by reason. */
   closed: Record<CloseReason, number>
+  /** Messages `messageRate` dropped (`onExcess: 'drop'`). */
+  dropped: number
 }
 
 /**
@@ -32,24 +38,28 @@ export const channels = Object.freeze({
   /** `{ requestId, route, code, statusCode, sub, handshakeMs }` */
   rejected: 'fastify-ws-guard:rejected',
   /** `{ requestId, route, reason, code, sub, durationMs }` */
-  closed: 'fastify-ws-guard:closed'
+  closed: 'fastify-ws-guard:closed',
+  /** `{ requestId, route, sub }`: a message `messageRate` dropped. */
+  dropped: 'fastify-ws-guard:dropped'
 })
 
 export const acceptedChannel = channel(channels.accepted)
 export const rejectedChannel = channel(channels.rejected)
 export const closedChannel = channel(channels.closed)
+export const droppedChannel = channel(channels.dropped)
 
 /** Counters of one plugin instance; the open count is the tracker's, not kept twice. */
 export class StatsCounter {
   accepted = 0
+  dropped = 0
   readonly rejected: Record<string, number> = {}
-  readonly closed: Record<CloseReason, number> = { normal: 0, abnormal: 0, heartbeatTimeout: 0, writeDeadline: 0, tokenExpired: 0, forbidden: 0, shutdown: 0, limit: 0, protocolError: 0, error: 0 }
+  readonly closed: Record<CloseReason, number> = { normal: 0, abnormal: 0, heartbeatTimeout: 0, writeDeadline: 0, tokenExpired: 0, forbidden: 0, shutdown: 0, limit: 0, protocolError: 0, error: 0, revoked: 0, disconnected: 0, messageTooBig: 0, messageRate: 0, maxAge: 0 }
 
   countRejection (code: string): void {
     this.rejected[code] = (this.rejected[code] ?? 0) + 1
   }
 
   snapshot (open: number): WsGuardStats {
-    return { open, accepted: this.accepted, rejected: { ...this.rejected }, closed: { ...this.closed } }
+    return { open, accepted: this.accepted, rejected: { ...this.rejected }, closed: { ...this.closed }, dropped: this.dropped }
   }
 }

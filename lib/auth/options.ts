@@ -1,5 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import type { JWTPayload, JWTVerifyOptions } from 'jose'
+import type { WebSocket } from 'ws'
 import type { WsUser } from '../types.js'
 import { InvalidOptionError } from '../errors.js'
 import {
@@ -63,6 +64,21 @@ export interface WsGuardAuthOptions<User = WsUser> extends KeySourceOptions {
   cache?: boolean | { max?: number | undefined } | undefined
   /** Close the connection with 4401 `token expired` when `exp` passes. Default `true`. */
   closeOnExpiry?: boolean | undefined
+  /**
+   * Tells the app `before` ms ahead of `exp`, so that it can ask its client for a fresh token
+   * in its own protocol and apply it with `request.wsRefresh()`. `expiresAt` is epoch ms.
+   * @example expiryNotice: { before: 60_000, notify: (socket) => socket.send('{"type":"token-expiring"}') }
+   */
+  expiryNotice?: {
+    before: number
+    notify: (socket: WebSocket, request: FastifyRequest, expiresAt: number) => void | Promise<void>
+  } | undefined
+  /**
+   * Runs `isRevoked` and `authorize` (and the revocations of `app.wsGuard.revoke()`) again on
+   * every open connection once per `interval` ms, spread over the interval; failures close
+   * with 4401 `token revoked` or 4403 `forbidden`.
+   */
+  recheck?: { interval: number } | undefined
 }
 
 /** Validated authentication settings of one route. */
@@ -75,6 +91,9 @@ export interface AuthSettings {
   readonly cache: VerifiedTokenCache | undefined
   readonly clockTolerance: number
   readonly closeOnExpiry: boolean
+  readonly expiryNotice: Readonly<NonNullable<WsGuardAuthOptions['expiryNotice']>> | undefined
+  /** `recheck.interval`, in ms. */
+  readonly recheck: number | undefined
   /** The options these settings came from, to merge route overrides into. */
   readonly options: Readonly<Record<string, unknown>>
 }
@@ -82,7 +101,7 @@ export interface AuthSettings {
 const authKeys = [
   ...keySourceKeys, 'algorithms', 'issuer', 'audience', 'subject', 'typ', 'clockTolerance', 'maxTokenAge',
   'requiredClaims', 'allowMissingExp', 'maxTokenLength', 'tokenSources', 'cookieName', 'queryParam', 'getToken',
-  'realm', 'authorize', 'isRevoked', 'cache', 'closeOnExpiry'
+  'realm', 'authorize', 'isRevoked', 'cache', 'closeOnExpiry', 'expiryNotice', 'recheck'
 ] as const
 const sourceNames: readonly string[] = ['header', 'protocol', 'cookie', 'query']
 
@@ -134,6 +153,8 @@ export function normalizeAuth (value: unknown, name: string, inherited: AuthSett
     cache: shareCache ? inherited.cache : normalizeCache(options.cache, `${name}.cache`),
     clockTolerance,
     closeOnExpiry: optionalBoolean(options.closeOnExpiry, true, `${name}.closeOnExpiry`),
+    expiryNotice: normalizeExpiryNotice(options.expiryNotice, `${name}.expiryNotice`),
+    recheck: normalizeRecheck(options.recheck, `${name}.recheck`),
     options: Object.freeze(options)
   })
 }
@@ -155,6 +176,32 @@ function normalizeSources (options: Record<string, unknown>, name: string): Toke
     queryParam: param(options.queryParam, `${name}.queryParam`),
     getToken
   })
+}
+
+function normalizeExpiryNotice (value: unknown, name: string): AuthSettings['expiryNotice'] {
+  if (value === undefined) return undefined
+  assertPlainObject(value, name)
+  assertKnownKeys(value, ['before', 'notify'], name)
+  if (typeof value.notify !== 'function') {
+    throw new InvalidOptionError(`${name}.notify must be a function (socket, request, expiresAt) => {}, got ${describe(value.notify)}`)
+  }
+  return Object.freeze({
+    before: requiredInteger(value.before, `${name}.before`, 1, 'ms ahead of exp, as in before: 60000'),
+    notify: value.notify as NonNullable<AuthSettings['expiryNotice']>['notify']
+  })
+}
+
+function normalizeRecheck (value: unknown, name: string): number | undefined {
+  if (value === undefined) return undefined
+  assertPlainObject(value, name)
+  assertKnownKeys(value, ['interval'], name)
+  // Below a second, rechecks would cost more than the connections they guard.
+  return requiredInteger(value.interval, `${name}.interval`, 1000, 'ms, as in interval: 60000')
+}
+
+function requiredInteger (value: unknown, name: string, min: number, example: string): number {
+  if (value === undefined) throw new InvalidOptionError(`${name} is required: a whole number of ${example}`)
+  return optionalInteger(value, 0, name, min)
 }
 
 function normalizeCache (value: unknown, name: string): VerifiedTokenCache | undefined {

@@ -4,7 +4,10 @@ import type { CloseReason } from '../stats.js'
 
 /** What a guarded socket tells its connection record: frames, sends, errors and its close. */
 export interface SocketEvents {
+  /** A ping or pong arrived. */
   frameArrived (): void
+  /** A message arrived: whether it goes on to the app's listeners (the message guards may drop it). */
+  messageArrived (data: unknown): boolean
   sent (): void
   errored (): void
   closed (code: number): void
@@ -44,6 +47,8 @@ export class GuardedWebSocket extends WebSocket {
     if (events === undefined) return super.emit(event, ...args)
     switch (event) {
       case 'message':
+        if (!events.messageArrived(args[0])) return false
+        break
       case 'ping':
       case 'pong':
         events.frameArrived()
@@ -84,14 +89,16 @@ export class GuardedWebSocket extends WebSocket {
  * Ties a socket to its connection record. Sockets of the guard's own ws server report through
  * their class; those of an app's own ws server get shared listeners and an own `send()`.
  */
-export function watchSocket (socket: WebSocket, events: SocketEvents, watchFrames: boolean): void {
+export function watchSocket (socket: WebSocket, events: SocketEvents, watchInbound: boolean): void {
+  // Listeners cannot hold a message back from the app's own: with a socket of another class,
+  // a message guard can close the connection but not drop a message.
   const watched = socket as WatchedSocket
   watched[kEvents] = events
   if (socket instanceof GuardedWebSocket) return
   socket.on('close', onClose)
   socket.on('error', onError)
-  if (watchFrames) {
-    socket.on('message', onFrame)
+  if (watchInbound) {
+    socket.on('message', onMessage)
     socket.on('ping', onFrame)
     socket.on('pong', onFrame)
   }
@@ -110,6 +117,10 @@ function onClose (this: WatchedSocket, code: number): void {
 
 function onError (this: WatchedSocket): void {
   this[kEvents]!.errored()
+}
+
+function onMessage (this: WatchedSocket, data: unknown): void {
+  this[kEvents]!.messageArrived(data)
 }
 
 function onFrame (this: WatchedSocket): void {

@@ -1,12 +1,16 @@
 import { performance } from 'node:perf_hooks'
 import type { FastifyRequest } from 'fastify'
 import WebSocket from 'ws'
+import { checkUser } from '../auth/authorize.js'
+import type { RevocationList } from '../auth/revocations.js'
+import { TokenRevokedError, type GuardError } from '../errors.js'
 import type { HandshakeState } from '../handshake/contract.js'
 import type { RouteSettings } from '../setup/options.js'
-import { acceptedChannel, closedChannel, type CloseReason, type StatsCounter } from '../stats.js'
+import { acceptedChannel, closedChannel, droppedChannel, type CloseReason, type StatsCounter } from '../stats.js'
 import { errorIdentity } from '../serializers.js'
 import { TimerWheel, type WheelEntry } from '../timer-wheel.js'
 import { watchSocket, type SocketEvents } from './guarded-socket.js'
+import { bucketFor, judgeMessage, leaveBucket, type MessageBucket } from './message-guards.js'
 
 const settled = Promise.resolve()
 
@@ -35,6 +39,14 @@ export class Connection implements WheelEntry, SocketEvents {
   flushedMark = 0
   /** Epoch ms at which the token expires (with the clock tolerance); Infinity without one. */
   expiresAt = Infinity
+  /** Epoch ms of the app's expiry notice, of the next recheck, of a graceful close (age or shutdown). */
+  noticeAt = Infinity
+  recheckAt = Infinity
+  leaveAt = Infinity
+  /** Names the connection in `sessions()`, with the instance's id. */
+  readonly id: number
+  /** The message-rate bucket, with `messageRate`. */
+  bucket: MessageBucket | undefined = undefined
   closeReason: CloseReason | undefined
   sawError = false
   /** The last `wsRefresh()` of this connection, settled: the next one applies after it. */
@@ -44,14 +56,37 @@ export class Connection implements WheelEntry, SocketEvents {
     readonly tracker: ConnectionTracker,
     readonly socket: TrackedSocket,
     readonly state: HandshakeState,
-    now: number
+    now: number,
+    id: number
   ) {
     this.lastSeen = now
+    this.id = id
   }
 
   // What the socket reports (see guarded-socket.ts).
   frameArrived (): void {
     this.lastSeen = this.tracker.wheel.now
+  }
+
+  messageArrived (data: unknown): boolean {
+    this.lastSeen = this.tracker.wheel.now
+    const guards = this.state.settings.messages
+    if (guards === undefined) return true
+    // Closing for a message already: what follows it in the same read goes nowhere.
+    if (!this.isOpen) return false
+    switch (judgeMessage(guards, this.bucket, data, Date.now())) {
+      case 'deliver':
+        return true
+      case 'drop':
+        this.tracker.dropped(this)
+        return false
+      case 'tooBig':
+        this.close('messageTooBig', 1009, 'message too big')
+        return false
+      case 'tooFast':
+        this.close('messageRate', 1008, 'message rate exceeded')
+        return false
+    }
   }
 
   sent (): void {
@@ -96,18 +131,25 @@ export class Connection implements WheelEntry, SocketEvents {
 
 /**
  * Keeps every guarded connection honest with one shared timer wheel per plugin instance:
- * pings and read deadlines, write deadlines, token expiry; counts and reports how each ended.
+ * pings and read deadlines, write deadlines, token expiry and its notice, rechecks, age and
+ * shutdown; counts and reports how each ended.
  */
 export class ConnectionTracker {
   readonly open = new Set<Connection>()
+  /** True from the moment `app.close()` starts. */
+  draining = false
   readonly #stats: StatsCounter
+  readonly #revocations: RevocationList
   #wheel: TimerWheel<Connection> | undefined
   /** The shortest interval any route uses, to size the wheel's tick. */
   #shortestInterval = Infinity
   #drained: (() => void) | undefined
+  #nextId = 0
+  #drainSpread = 0
 
-  constructor (stats: StatsCounter) {
+  constructor (stats: StatsCounter, revocations: RevocationList) {
     this.#stats = stats
+    this.#revocations = revocations
   }
 
   get wheel (): TimerWheel<Connection> {
@@ -126,15 +168,19 @@ export class ConnectionTracker {
   /** Starts guarding a socket the guard's chain let through. */
   track (socket: WebSocket, state: HandshakeState): Connection {
     const now = Date.now()
-    const connection = new Connection(this, socket, state, now)
-    const { heartbeat } = state.settings
-    watchSocket(socket, connection, heartbeat !== undefined)
+    const connection = new Connection(this, socket, state, now, ++this.#nextId)
+    const { heartbeat, messages, maxConnectionAge, auth } = state.settings
+    watchSocket(socket, connection, heartbeat !== undefined || messages !== undefined)
     ;(state.request.raw as RawWithConnection)[kConnection] = connection
     this.open.add(connection)
     this.#stats.accepted++
     // The first ping lands anywhere in the interval, so a burst of connections does not
-    // ping in one tick forever after.
+    // ping in one tick forever after; rechecks are spread the same way.
     if (heartbeat !== undefined) connection.nextPing = now + Math.ceil(Math.random() * heartbeat.pingInterval)
+    if (auth?.recheck !== undefined) connection.recheckAt = now + Math.ceil(Math.random() * auth.recheck)
+    // ±10%: connections opened together after a scale-out do not all leave together.
+    if (maxConnectionAge !== undefined) connection.leaveAt = now + Math.round(maxConnectionAge * (0.9 + Math.random() * 0.2))
+    if (messages?.rate !== undefined) connection.bucket = bucketFor(messages.rate, state.user?.sub, now)
     this.setExpiry(connection, state.user?.exp)
     if (acceptedChannel.hasSubscribers) {
       acceptedChannel.publish({
@@ -153,26 +199,52 @@ export class ConnectionTracker {
     return (request.raw as RawWithConnection)[kConnection]
   }
 
-  /** Moves the token-expiry deadline (after a refresh, too). */
+  /** Moves the token-expiry deadline and its notice (after a refresh, too). */
   setExpiry (connection: Connection, exp: unknown): void {
     const auth = connection.state.settings.auth
     connection.expiresAt = auth?.closeOnExpiry === true && typeof exp === 'number'
       ? (exp + auth.clockTolerance) * 1000
       : Infinity
+    connection.noticeAt = auth?.expiryNotice !== undefined && typeof exp === 'number'
+      ? exp * 1000 - auth.expiryNotice.before
+      : Infinity
     this.#reschedule(connection, Date.now())
   }
 
-  /** Closes every connection with 1001; resolves once all are gone. */
-  async closeAll (): Promise<void> {
+  /**
+   * Closes every connection with 1001, spread over `spread` ms so that their clients do not
+   * all come back in the same instant; each close names a retry delay, different for each.
+   * Resolves once all are gone.
+   */
+  async closeAll (spread: number): Promise<void> {
+    this.draining = true
+    this.#drainSpread = spread
     if (this.open.size === 0) return
     const drained = new Promise<void>((resolve) => { this.#drained = resolve })
-    for (const connection of this.open) connection.close('shutdown', 1001, 'server shutting down')
+    const now = Date.now()
+    for (const connection of this.open) {
+      if (spread === 0) {
+        this.#leave(connection)
+      } else {
+        connection.leaveAt = now + Math.floor(Math.random() * spread)
+        this.#reschedule(connection, now)
+      }
+    }
     await drained
   }
 
   /** Ends the connections still open when the shutdown grace is over: their peers did not answer the 1001. */
   terminateAll (): void {
     for (const connection of this.open) connection.terminate('shutdown')
+  }
+
+  /** A message `messageRate` dropped. */
+  dropped (connection: Connection): void {
+    this.#stats.dropped++
+    if (droppedChannel.hasSubscribers) {
+      const { state } = connection
+      droppedChannel.publish({ requestId: state.request.id, route: state.route, sub: state.user?.sub })
+    }
   }
 
   #visit (connection: Connection, now: number): void {
@@ -185,6 +257,16 @@ export class ConnectionTracker {
     if (now >= connection.expiresAt) {
       return connection.close('tokenExpired', 4401, 'token expired')
     }
+    if (now >= connection.leaveAt) return this.#leave(connection)
+    if (now >= connection.noticeAt) {
+      connection.noticeAt = Infinity
+      notifyExpiry(connection)
+    }
+    if (now >= connection.recheckAt) {
+      // Not again until this one has settled.
+      connection.recheckAt = Infinity
+      this.#recheck(connection)
+    }
     if (heartbeat !== undefined && now >= connection.nextPing) {
       connection.socket.ping()
       // From the previous ping, not from this tick: the rate holds and pings stay spread,
@@ -195,9 +277,46 @@ export class ConnectionTracker {
     this.#reschedule(connection, now)
   }
 
+  /**
+   * A graceful 1001 for a connection whose time is up: the app is closing, or the connection
+   * reached `maxConnectionAge`. The retry hint spreads the clients' return.
+   */
+  #leave (connection: Connection): void {
+    if (this.draining) {
+      // Clients that come back on the hint land over another window as wide as the drain's.
+      connection.close('shutdown', 1001, `server shutting down; retry-after=${Math.floor(Math.random() * Math.max(1000, this.#drainSpread))}`)
+    } else {
+      connection.close('maxAge', 1001, `connection max age; retry-after=${Math.floor(Math.random() * 1000)}`)
+    }
+  }
+
+  /** `auth.recheck`: the revocations and the app's checks again, as at the handshake. */
+  #recheck (connection: Connection): void {
+    const { state } = connection
+    const auth = state.settings.auth!
+    const user = state.user!
+    const verdict: Promise<GuardError | undefined> = this.#revocations.revokes(user)
+      ? Promise.resolve(new TokenRevokedError())
+      : checkUser(auth, user, state.request)
+    verdict.then((error) => {
+      if (!connection.isOpen) return
+      if (error === undefined) {
+        connection.recheckAt = Date.now() + auth.recheck!
+        return this.#reschedule(connection, Date.now())
+      }
+      const forbidden = error.closeCode === 4403
+      connection.close(forbidden ? 'forbidden' : 'revoked', error.closeCode, error.closeReason)
+    }, (err: unknown) => {
+      // The app's check failed, not the user: the connection stays, and the next interval asks again.
+      state.request.log.error({ wsGuard: { err: errorIdentity(err), route: state.route } }, 'websocket recheck failed')
+      connection.recheckAt = Date.now() + auth.recheck!
+      if (connection.isOpen) this.#reschedule(connection, Date.now())
+    })
+  }
+
   #reschedule (connection: Connection, now: number): void {
     const { heartbeat, writeDeadline } = connection.state.settings
-    let due = connection.expiresAt
+    let due = Math.min(connection.expiresAt, connection.noticeAt, connection.recheckAt, connection.leaveAt)
     if (heartbeat !== undefined) due = Math.min(due, connection.nextPing, connection.lastSeen + heartbeat.readDeadline)
     if (writeDeadline !== undefined && connection.stuckSince !== 0) due = Math.min(due, connection.stuckSince + writeDeadline)
     if (due === Infinity) this.wheel.remove(connection)
@@ -221,11 +340,13 @@ export class ConnectionTracker {
   closed (connection: Connection, code: number): void {
     this.wheel.remove(connection)
     this.open.delete(connection)
+    const { state } = connection
+    const rate = state.settings.messages?.rate
+    if (rate !== undefined) leaveBucket(rate, state.user?.sub, connection.bucket!)
     // 1006: the peer went without a close frame (a reset, a vanished client).
     const reason = connection.closeReason ?? (connection.sawError ? 'error' : code === 1006 ? 'abnormal' : 'normal')
     this.#stats.closed[reason]++
     if (closedChannel.hasSubscribers) {
-      const { state } = connection
       closedChannel.publish({
         requestId: state.request.id,
         route: state.route,
@@ -236,6 +357,20 @@ export class ConnectionTracker {
       })
     }
     if (this.open.size === 0 && this.#drained !== undefined) this.#drained()
+  }
+}
+
+/** `auth.expiryNotice`: the app hears ahead of `exp`, and may refresh; its failure is logged, never thrown. */
+function notifyExpiry (connection: Connection): void {
+  const { state } = connection
+  const onError = (err: unknown): void => {
+    state.request.log.error({ wsGuard: { err: errorIdentity(err), route: state.route } }, 'websocket expiryNotice failed')
+  }
+  try {
+    const pending = state.settings.auth!.expiryNotice!.notify(connection.socket, state.request, (state.user!.exp as number) * 1000)
+    if (pending !== undefined) Promise.resolve(pending).catch(onError)
+  } catch (err) {
+    onError(err)
   }
 }
 

@@ -69,6 +69,10 @@ export const guardCodes: Readonly<Record<GuardErrorCode, Explanation>> = {
     cause: 'this user already holds maxConnectionsPerUser connections',
     fix: 'close the user\'s other connections (tabs, stale clients) or raise maxConnectionsPerUser'
   },
+  FST_WS_GUARD_STORE_UNAVAILABLE: {
+    cause: 'the connection store (Redis, for a fleet) did not answer, and the route has a per-user limit to check there',
+    fix: 'retry after Retry-After; look for "websocket connection store unavailable" in the server log, or set onStoreError: \'local\' to count per instance meanwhile'
+  },
   FST_WS_GUARD_INTERNAL: {
     cause: 'a guard step threw; the server logged its error code',
     fix: 'look for "websocket guard step failed" in the server log'

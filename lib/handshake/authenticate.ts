@@ -2,10 +2,11 @@ import type { FastifyRequest } from 'fastify'
 import type { JWTPayload } from 'jose'
 import { checkUser, hasUserChecks } from '../auth/authorize.js'
 import type { AuthSettings } from '../auth/options.js'
+import type { RevocationList } from '../auth/revocations.js'
 import { VerifiedTokenCache } from '../auth/token-cache.js'
 import { extractToken } from '../auth/token-sources.js'
 import { precheckToken, verifyToken } from '../auth/verify.js'
-import { TokenInvalidError, TokenMissingError, type GuardError } from '../errors.js'
+import { TokenInvalidError, TokenMissingError, TokenRevokedError, type GuardError } from '../errors.js'
 import type { GuardStep, HandshakeState, Rejection } from './contract.js'
 
 // Cached verdicts are re-checked at least this often, whatever the token's lifetime.
@@ -13,10 +14,10 @@ const maxCacheLifetime = 10 * 60_000
 
 /**
  * Step 6 of the chain, the JWT code of lib/auth/ as a step: find the token, verify it (or find it in the
- * verified-token cache), then `isRevoked` and `authorize`. The cache-hit path without
+ * verified-token cache), then the revocations of `app.wsGuard.revoke()`, `isRevoked` and `authorize`. The cache-hit path without
  * callbacks stays synchronous.
  */
-export function createAuthStep (auth: AuthSettings, requireSubject: boolean): GuardStep {
+export function createAuthStep (auth: AuthSettings, requireSubject: boolean, revocations: RevocationList): GuardStep {
   return function authenticate (request, state) {
     const found = extractToken(request, state.offeredProtocols, auth.sources)
     if (found === undefined) return challenge(auth, new TokenMissingError())
@@ -28,7 +29,7 @@ export function createAuthStep (auth: AuthSettings, requireSubject: boolean): Gu
     const cache = auth.cache
     const cacheKey = cache === undefined ? '' : VerifiedTokenCache.keyOf(token)
     const cached = cache?.get(cacheKey, Date.now())
-    if (cached !== undefined) return admit(auth, requireSubject, request, state, cached)
+    if (cached !== undefined) return admit(auth, requireSubject, revocations, request, state, cached)
     return verifyToken(token, auth.verify).then((result) => {
       if (result instanceof Error) {
         if (result.code === 'FST_WS_GUARD_KEYS_UNAVAILABLE') auth.verify.keys.remote?.report(request.log, result.causeCode!)
@@ -36,7 +37,7 @@ export function createAuthStep (auth: AuthSettings, requireSubject: boolean): Gu
       }
       const claims = Object.freeze(result)
       cache?.set(cacheKey, claims, cacheUntil(claims, auth))
-      return admit(auth, requireSubject, request, state, claims)
+      return admit(auth, requireSubject, revocations, request, state, claims)
     })
   }
 }
@@ -51,9 +52,14 @@ function cacheUntil (claims: JWTPayload, auth: AuthSettings): number {
   return until
 }
 
-function admit (auth: AuthSettings, requireSubject: boolean, request: FastifyRequest, state: HandshakeState, claims: Readonly<JWTPayload>): Rejection | undefined | Promise<Rejection | undefined> {
+function admit (
+  auth: AuthSettings, requireSubject: boolean, revocations: RevocationList,
+  request: FastifyRequest, state: HandshakeState, claims: Readonly<JWTPayload>
+): Rejection | undefined | Promise<Rejection | undefined> {
   // The per-user limit counts by sub: a token without one would escape it.
   if (requireSubject && typeof claims.sub !== 'string') return challenge(auth, new TokenInvalidError('the token has no subject'))
+  // This instance's copy of the fleet's revocations: no round trip.
+  if (revocations.revokes(claims)) return challenge(auth, new TokenRevokedError())
   request.wsUser = claims
   state.user = claims
   if (!hasUserChecks(auth)) return undefined

@@ -1,10 +1,12 @@
 import type { Duplex } from 'node:stream'
 import { performance } from 'node:perf_hooks'
-import type { FastifyBaseLogger, FastifyReply, FastifyRequest, onRequestHookHandler, preHandlerHookHandler } from 'fastify'
+import type { FastifyReply, FastifyRequest, onRequestHookHandler, preHandlerHookHandler } from 'fastify'
 import type { WebSocketServer } from 'ws'
+import type { RevocationList } from '../auth/revocations.js'
 import { carriesToken } from '../auth/token-sources.js'
 import { HandshakeTimeoutError, InternalError, ShuttingDownError } from '../errors.js'
 import { errorIdentity } from '../serializers.js'
+import type { LeaseKeeper } from '../sessions/leases.js'
 import type { NormalizedOptions, RouteSettings } from '../setup/options.js'
 import type { StatsCounter } from '../stats.js'
 import { TimerWheel, type WheelEntry } from '../timer-wheel.js'
@@ -34,12 +36,13 @@ export class HandshakeGuard {
   readonly #limitConnections: GuardStep
   readonly #waiting = new Set<HandshakeRun>()
 
-  constructor (wss: WebSocketServer, options: NormalizedOptions, stats: StatsCounter, log: FastifyBaseLogger) {
+  readonly #revocations: RevocationList
+
+  constructor (wss: WebSocketServer, options: NormalizedOptions, stats: StatsCounter, leases: LeaseKeeper, revocations: RevocationList) {
     this.wss = wss
     this.stats = stats
-    this.#limitConnections = createLimitStep(options.store, options.maxConnections, (err) => {
-      log.error({ wsGuard: { err: errorIdentity(err) } }, 'websocket connection store failed to release a connection')
-    })
+    this.#limitConnections = createLimitStep(leases, options.maxConnections)
+    this.#revocations = revocations
   }
 
   /**
@@ -57,8 +60,9 @@ export class HandshakeGuard {
       selectProtocolStep
     ]
     // 6. A token, found, verified, not revoked, authorized: 400, 401, 403, 503 FST_WS_GUARD_TOKEN_* and others.
-    if (settings.auth !== undefined) steps.push(createAuthStep(settings.auth, settings.maxConnectionsPerUser !== undefined))
-    // 7. Room for one more connection, in the process and for the user: 503, 429 FST_WS_GUARD_TOO_MANY_*.
+    if (settings.auth !== undefined) steps.push(createAuthStep(settings.auth, settings.maxConnectionsPerUser !== undefined, this.#revocations))
+    // 7. Room for one more connection, in the process and for the user across the fleet:
+    //    503, 429 FST_WS_GUARD_TOO_MANY_*, 503 FST_WS_GUARD_STORE_UNAVAILABLE.
     steps.push(this.#limitConnections)
 
     return (request, reply, done) => {

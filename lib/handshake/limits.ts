@@ -1,62 +1,37 @@
-import type { Duplex } from 'node:stream'
-import { TooManyConnectionsError, TooManyUserConnectionsError } from '../errors.js'
-import type { ConnectionStore } from '../store/contract.js'
+import { StoreUnavailableError, TooManyConnectionsError, TooManyUserConnectionsError } from '../errors.js'
+import type { HeldLease, LeaseKeeper, LeaseOutcome } from '../sessions/leases.js'
 import type { GuardStep, HandshakeState, Rejection } from './contract.js'
 
-const globalKey = 'connections'
-
 /**
- * Step 7 of the chain, the last before the upgrade: counts the connection in the store, process-wide and per
- * user (`sub`). Whatever happens next, the counts are released when the socket closes.
+ * Step 7 of the chain, the last before the upgrade: room for one more connection in this
+ * process (`maxConnections`, counted here: it protects one process), then the user's lease in
+ * the store, which counts their connections across the fleet (`maxConnectionsPerUser`, and
+ * `app.wsGuard.count()`). Whatever happens next, both are given back when the socket closes.
  */
-export function createLimitStep (store: ConnectionStore, maxConnections: number | undefined, onStoreError: (err: unknown) => void): GuardStep {
+export function createLimitStep (leases: LeaseKeeper, maxConnections: number | undefined): GuardStep {
+  let open = 0
+  const leave = (): void => { open-- }
   return function limitConnections (_request, state) {
-    const perUser = state.settings.maxConnectionsPerUser
-    const sub = state.user?.sub
-    const userKey = perUser !== undefined && typeof sub === 'string' ? 'user:' + sub : undefined
-    if (maxConnections === undefined && userKey === undefined) return undefined
-    return acquireAll(store, state, maxConnections, userKey, perUser ?? 0, onStoreError)
-  }
-}
-
-function acquireAll (
-  store: ConnectionStore, state: HandshakeState, maxConnections: number | undefined,
-  userKey: string | undefined, perUser: number, onStoreError: (err: unknown) => void
-): Rejection | undefined | Promise<Rejection | undefined> {
-  const held: string[] = []
-  const acquireUser = (): Rejection | undefined | Promise<Rejection | undefined> => {
-    if (userKey === undefined) return settle(store, state.socket, held, undefined, onStoreError)
-    return step(store.acquire(userKey, perUser), (ok) => {
-      if (ok) held.push(userKey)
-      return settle(store, state.socket, held, ok ? undefined : { error: new TooManyUserConnectionsError() }, onStoreError)
-    })
-  }
-  if (maxConnections === undefined) return acquireUser()
-  return step(store.acquire(globalKey, maxConnections), (ok) => {
-    if (!ok) return { error: new TooManyConnectionsError() }
-    held.push(globalKey)
-    return acquireUser()
-  })
-}
-
-/** On refusal releases what was taken at once; otherwise when the socket closes. */
-function settle (store: ConnectionStore, socket: Duplex, held: string[], rejection: Rejection | undefined, onStoreError: (err: unknown) => void): Rejection | undefined {
-  const release = (): void => {
-    for (const key of held) {
-      // A store that throws, at once or later, is logged: it never takes the process down.
-      try {
-        Promise.resolve(store.release(key)).catch(onStoreError)
-      } catch (err) {
-        onStoreError(err)
-      }
+    if (maxConnections !== undefined) {
+      if (open >= maxConnections) return { error: new TooManyConnectionsError() }
+      open++
+      state.socket.once('close', leave)
     }
+    const sub = state.user?.sub
+    if (typeof sub !== 'string') return undefined
+    const limit = state.settings.maxConnectionsPerUser ?? Infinity
+    const outcome = leases.acquire(sub, limit)
+    return outcome instanceof Promise ? outcome.then((taken) => hold(leases, state, limit, taken)) : hold(leases, state, limit, outcome)
   }
-  if (rejection !== undefined || socket.destroyed) release()
-  else socket.once('close', release)
-  return rejection
 }
 
-/** Applies `next` to a value or to a promise of it, staying synchronous for a sync store. */
-function step<T, R> (value: T | PromiseLike<T>, next: (value: T) => R | Promise<R>): R | Promise<R> {
-  return typeof (value as PromiseLike<T> | undefined)?.then === 'function' ? Promise.resolve(value).then(next) : next(value as T)
+function hold (leases: LeaseKeeper, state: HandshakeState, limit: number, outcome: LeaseOutcome): Rejection | undefined {
+  if (outcome === 'full') return { error: new TooManyUserConnectionsError() }
+  // Without a limit the lease only counts: no reason to refuse the user while the store is away.
+  if (outcome === 'unavailable') return limit === Infinity ? undefined : { error: new StoreUnavailableError() }
+  const release = (): void => leases.release(outcome as HeldLease)
+  // A client that hung up while the store answered: nothing will close later.
+  if (state.socket.destroyed) release()
+  else state.socket.once('close', release)
+  return undefined
 }

@@ -1,6 +1,7 @@
 import type { ServerOptions } from 'ws'
 import { normalizeAuth, type AuthSettings, type WsGuardAuthOptions } from '../auth/options.js'
 import { InvalidOptionError } from '../errors.js'
+import type { MessageGuardSettings, MessageRateSettings } from '../connection/message-guards.js'
 import { compileOrigins, type OriginOption, type OriginSettings } from '../handshake/origin-policy.js'
 import type { ConnectionStore } from '../store/contract.js'
 import { MemoryStore } from '../store/memory.js'
@@ -62,8 +63,35 @@ export interface WsGuardRouteOptions {
   writeDeadline?: number | false | undefined
   /** A connection whose outgoing buffer grows past this many bytes is terminated. Default 8 MiB. */
   maxBufferedBytes?: number | undefined
-  /** Open connections per user (`sub` claim) on authenticated routes; over it: 429 or 4429. */
+  /**
+   * Open connections per user (`sub` claim) on authenticated routes, across every instance
+   * that shares the `store`; over it: 429 or 4429.
+   */
   maxConnectionsPerUser?: number | undefined
+  /**
+   * Largest message the route accepts, in bytes; a bigger one closes with 1009 `message too
+   * big`. `websocket.maxPayload` stays the hard bound: a route may only lower it.
+   */
+  maxMessageBytes?: number | undefined
+  /**
+   * A token bucket per connection (or per user, with `perUser`): `messages` per `interval` ms,
+   * up to `burst` at once (default `messages`). Over it, `onExcess: 'close'` (default) closes
+   * with 1008 `message rate exceeded`; `'drop'` drops the message before the app sees it.
+   * Pings and pongs are not counted.
+   * @example messageRate: { messages: 20, interval: 1000, burst: 40 }
+   */
+  messageRate?: {
+    messages: number
+    interval: number
+    burst?: number | undefined
+    perUser?: boolean | undefined
+    onExcess?: 'close' | 'drop' | undefined
+  } | undefined
+  /**
+   * Connections older than this many ms (±10%) close with 1001 `connection max age;
+   * retry-after=<ms>`, so that load rebalances after a scale-out. Default: no limit.
+   */
+  maxConnectionAge?: number | undefined
 }
 
 /** Options of `app.register(wsGuard, options)`. */
@@ -76,10 +104,28 @@ export interface WsGuardOptions extends WsGuardRouteOptions {
   websocket?: Omit<ServerOptions, 'noServer' | 'server' | 'port' | 'host' | 'path'> | undefined
   /** Open guarded connections per plugin instance (the process); over it: 503 or 1013. */
   maxConnections?: number | undefined
-  /** Where connections are counted for the limits. Default: in memory. */
+  /**
+   * Where users' connections are counted and where instances send each other disconnects and
+   * revocations. Default: in memory (one process); `RedisStore` from `fastify-ws-guard/redis`
+   * for a fleet.
+   */
   store?: ConnectionStore | undefined
+  /**
+   * When the store does not answer: `'reject'` (default) refuses handshakes that need it (a
+   * per-user limit) with 503 / 1013; `'local'` counts in this process until it is back.
+   * Open connections are never touched.
+   */
+  onStoreError?: 'reject' | 'local' | undefined
+  /** Seconds a `revoke()` lasts when it names no `until`. Default `86400` (24 h). */
+  revocationTtl?: number | undefined
   /** On `app.close()`, ms to wait for clients to answer the 1001 close before terminating them. Default `10000`. */
   shutdownGrace?: number | undefined
+  /**
+   * On `app.close()`, the 1001 closes are spread over this many ms, so that clients do not all
+   * reconnect at once; `0` closes all at once. Default: 1 ms per open connection (a thousand
+   * closes a second), at most half of `shutdownGrace` and at most 5000.
+   */
+  drainSpread?: number | undefined
 }
 
 /** The validated, defaulted settings of one guarded route. */
@@ -95,6 +141,9 @@ export interface RouteSettings {
   readonly writeDeadline: number | undefined
   readonly maxBufferedBytes: number
   readonly maxConnectionsPerUser: number | undefined
+  /** `undefined` without `maxMessageBytes` and `messageRate`: nothing to check per message. */
+  readonly messages: MessageGuardSettings | undefined
+  readonly maxConnectionAge: number | undefined
 }
 
 export const defaultWebSocketOptions = Object.freeze({
@@ -106,16 +155,22 @@ export const defaultWebSocketOptions = Object.freeze({
 
 const routeKeys = [
   'origins', 'allowMissingOrigin', 'originReportOnly', 'rejectWith', 'handshakeTimeout', 'protocols', 'requireProtocol', 'auth',
-  'heartbeat', 'writeDeadline', 'maxBufferedBytes', 'maxConnectionsPerUser'
+  'heartbeat', 'writeDeadline', 'maxBufferedBytes', 'maxConnectionsPerUser', 'maxMessageBytes', 'messageRate', 'maxConnectionAge'
 ] as const
-const pluginOnlyKeys = ['websocket', 'maxConnections', 'store', 'shutdownGrace'] as const
+const pluginOnlyKeys = ['websocket', 'maxConnections', 'store', 'onStoreError', 'revocationTtl', 'shutdownGrace', 'drainSpread'] as const
 const pluginKeys = [...routeKeys, ...pluginOnlyKeys]
 
 export interface NormalizedOptions {
   readonly websocket: ServerOptions
   readonly maxConnections: number | undefined
   readonly store: ConnectionStore
+  readonly onStoreError: 'reject' | 'local'
+  /** Seconds. */
+  readonly revocationTtl: number
   readonly shutdownGrace: number
+  /** `undefined`: scaled to the open connections at close time, up to {@link maxDefaultDrainSpread}. */
+  readonly drainSpread: number | undefined
+  readonly maxDefaultDrainSpread: number
   /** The user's route-level options, kept to merge with each route's overrides. */
   readonly routeDefaults: Readonly<WsGuardRouteOptions>
   readonly route: RouteSettings
@@ -131,13 +186,23 @@ export function normalizeOptions (options: unknown): NormalizedOptions {
   for (const key of routeKeys) {
     if (opts[key] !== undefined) routeDefaults[key] = opts[key]
   }
+  const websocket: ServerOptions = { ...defaultWebSocketOptions, ...(opts.websocket as ServerOptions | undefined) }
+  const shutdownGrace = optionalInteger(opts.shutdownGrace, 10_000, 'shutdownGrace', 0)
+  const drainSpread = opts.drainSpread === undefined ? undefined : optionalInteger(opts.drainSpread, 0, 'drainSpread', 0)
+  if (drainSpread !== undefined && drainSpread > shutdownGrace) {
+    throw new InvalidOptionError(`drainSpread (${drainSpread}) must not exceed shutdownGrace (${shutdownGrace}): the last 1001 would go out after the grace is over; lower drainSpread or raise shutdownGrace`)
+  }
   return Object.freeze({
-    websocket: { ...defaultWebSocketOptions, ...(opts.websocket as ServerOptions | undefined) },
+    websocket,
     maxConnections: opts.maxConnections === undefined ? undefined : optionalInteger(opts.maxConnections, 0, 'maxConnections'),
     store: normalizeStore(opts.store),
-    shutdownGrace: optionalInteger(opts.shutdownGrace, 10_000, 'shutdownGrace', 0),
+    onStoreError: optionalOneOf(opts.onStoreError, ['reject', 'local'], 'reject', 'onStoreError'),
+    revocationTtl: optionalInteger(opts.revocationTtl, 86_400, 'revocationTtl'),
+    shutdownGrace,
+    drainSpread,
+    maxDefaultDrainSpread: Math.min(5000, Math.floor(shutdownGrace / 2)),
     routeDefaults: Object.freeze(routeDefaults),
-    route: normalizeRouteOptions(routeDefaults, 'options', normalizeAuth(routeDefaults.auth, 'options.auth', undefined))
+    route: normalizeRouteOptions(routeDefaults, 'options', normalizeAuth(routeDefaults.auth, 'options.auth', undefined), websocket.maxPayload!)
   })
 }
 
@@ -154,10 +219,10 @@ export function resolveRouteSettings (defaults: NormalizedOptions, overrides: un
   const auth = overrides.auth === undefined
     ? defaults.route.auth
     : normalizeAuth(overrides.auth, `${name}.auth`, defaults.route.auth)
-  return normalizeRouteOptions({ ...defaults.routeDefaults, ...overrides }, name, auth)
+  return normalizeRouteOptions({ ...defaults.routeDefaults, ...overrides }, name, auth, defaults.websocket.maxPayload!)
 }
 
-function normalizeRouteOptions (opts: Record<string, unknown>, name: string, auth: AuthSettings | undefined): RouteSettings {
+function normalizeRouteOptions (opts: Record<string, unknown>, name: string, auth: AuthSettings | undefined, maxPayload: number): RouteSettings {
   const usesCookie = auth?.sources.sources.includes('cookie') === true
   if (usesCookie && (opts.allowMissingOrigin === true || opts.origins === '*' || opts.originReportOnly === true)) {
     const culprit = opts.origins === '*' ? "origins: '*'" : opts.allowMissingOrigin === true ? 'allowMissingOrigin: true' : 'originReportOnly: true'
@@ -183,7 +248,38 @@ function normalizeRouteOptions (opts: Record<string, unknown>, name: string, aut
     heartbeat: normalizeHeartbeat(opts.heartbeat, `${name}.heartbeat`),
     writeDeadline: opts.writeDeadline === false ? undefined : optionalInteger(opts.writeDeadline, 30_000, `${name}.writeDeadline`),
     maxBufferedBytes: optionalInteger(opts.maxBufferedBytes, 8 * 1024 * 1024, `${name}.maxBufferedBytes`),
-    maxConnectionsPerUser: opts.maxConnectionsPerUser === undefined ? undefined : optionalInteger(opts.maxConnectionsPerUser, 0, `${name}.maxConnectionsPerUser`)
+    maxConnectionsPerUser: opts.maxConnectionsPerUser === undefined ? undefined : optionalInteger(opts.maxConnectionsPerUser, 0, `${name}.maxConnectionsPerUser`),
+    messages: normalizeMessageGuards(opts, name, maxPayload),
+    maxConnectionAge: opts.maxConnectionAge === undefined ? undefined : optionalInteger(opts.maxConnectionAge, 0, `${name}.maxConnectionAge`, 1000)
+  })
+}
+
+function normalizeMessageGuards (opts: Record<string, unknown>, name: string, maxPayload: number): MessageGuardSettings | undefined {
+  const maxBytes = opts.maxMessageBytes === undefined ? undefined : optionalInteger(opts.maxMessageBytes, 0, `${name}.maxMessageBytes`)
+  // ws cuts at maxPayload before buffering the message; the route's bound is checked after.
+  if (maxBytes !== undefined && maxPayload !== 0 && maxBytes > maxPayload) {
+    throw new InvalidOptionError(`${name}.maxMessageBytes (${maxBytes}) is above websocket.maxPayload (${maxPayload}), the hard bound every route shares: lower maxMessageBytes, or raise websocket.maxPayload`)
+  }
+  const rate = normalizeMessageRate(opts.messageRate, `${name}.messageRate`)
+  if (maxBytes === undefined && rate === undefined) return undefined
+  return Object.freeze({ maxBytes, rate })
+}
+
+function normalizeMessageRate (value: unknown, name: string): MessageRateSettings | undefined {
+  if (value === undefined) return undefined
+  assertPlainObject(value, name)
+  assertKnownKeys(value, ['messages', 'interval', 'burst', 'perUser', 'onExcess'], name)
+  if (value.messages === undefined || value.interval === undefined) {
+    throw new InvalidOptionError(`${name} needs messages and interval (ms), as in { messages: 20, interval: 1000 }`)
+  }
+  const messages = optionalInteger(value.messages, 0, `${name}.messages`)
+  return Object.freeze({
+    messages,
+    interval: optionalInteger(value.interval, 0, `${name}.interval`),
+    burst: optionalInteger(value.burst, messages, `${name}.burst`),
+    perUser: optionalBoolean(value.perUser, false, `${name}.perUser`),
+    onExcess: optionalOneOf(value.onExcess, ['close', 'drop'], 'close', `${name}.onExcess`),
+    users: new Map()
   })
 }
 
@@ -202,13 +298,20 @@ function normalizeHeartbeat (value: unknown, name: string): RouteSettings['heart
   return Object.freeze({ pingInterval, readDeadline })
 }
 
+const storeMethods = ['acquire', 'renew', 'release', 'count', 'publish', 'revocations', 'listen'] as const
+
 function normalizeStore (value: unknown): ConnectionStore {
   if (value === undefined) return new MemoryStore()
-  assertPlainObject(value, 'store')
-  if (typeof value.acquire !== 'function' || typeof value.release !== 'function') {
-    throw new InvalidOptionError('store must have acquire(key, limit) and release(key) methods')
+  if (typeof value !== 'object' || value === null) throw new InvalidOptionError(`store must be a ConnectionStore such as new RedisStore({ client }), got ${describe(value)}`)
+  const store = value as Record<string, unknown>
+  const missing = storeMethods.filter((method) => typeof store[method] !== 'function')
+  if (missing.length > 0) {
+    throw new InvalidOptionError(`store lacks ${missing.join(', ')}: it must implement ConnectionStore (leases and a control channel), as MemoryStore and RedisStore (fastify-ws-guard/redis) do`)
   }
-  return value as unknown as ConnectionStore
+  if (typeof store.leaseTtl !== 'number' || !(store.leaseTtl > 0)) {
+    throw new InvalidOptionError(`store.leaseTtl must be a number of ms > 0 (Infinity for leases that never lapse), got ${describe(store.leaseTtl)}`)
+  }
+  return value as ConnectionStore
 }
 
 function normalizeProtocols (value: unknown, name: string): readonly string[] {
