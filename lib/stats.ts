@@ -1,4 +1,5 @@
 import { channel } from 'node:diagnostics_channel'
+import type { GuardErrorCode } from './errors.js'
 
 /**
  * Why a guarded connection ended: `normal` a close handshake either side started; `abnormal`
@@ -42,6 +43,44 @@ export const channels = Object.freeze({
   /** `{ requestId, route, sub }`: a message `messageRate` dropped. */
   dropped: 'fastify-ws-guard:dropped'
 })
+
+/** A message of `channels.accepted`. */
+export interface AcceptedMessage {
+  readonly requestId: string
+  readonly route: string
+  readonly protocol: string | false
+  readonly sub: unknown
+  readonly handshakeMs: number
+}
+
+/** A message of `channels.rejected`. */
+export interface RejectedMessage {
+  readonly requestId: string
+  /** `undefined` for an upgrade to a path no route matches. */
+  readonly route: string | undefined
+  readonly code: GuardErrorCode
+  readonly statusCode: number
+  readonly sub: unknown
+  /** 0 for a handshake refused before the chain started (malformed, not a WebSocket route). */
+  readonly handshakeMs: number
+}
+
+/** A message of `channels.closed`. */
+export interface ClosedMessage {
+  readonly requestId: string
+  readonly route: string
+  readonly reason: CloseReason
+  readonly code: number
+  readonly sub: unknown
+  readonly durationMs: number
+}
+
+/** A message of `channels.dropped`. */
+export interface DroppedMessage {
+  readonly requestId: string
+  readonly route: string
+  readonly sub: unknown
+}
 
 export const acceptedChannel = channel(channels.accepted)
 export const rejectedChannel = channel(channels.rejected)

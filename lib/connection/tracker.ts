@@ -6,7 +6,7 @@ import type { RevocationList } from '../auth/revocations.js'
 import { TokenRevokedError, type GuardError } from '../errors.js'
 import type { HandshakeState } from '../handshake/contract.js'
 import type { RouteSettings } from '../setup/options.js'
-import { acceptedChannel, closedChannel, droppedChannel, type CloseReason, type StatsCounter } from '../stats.js'
+import { acceptedChannel, closedChannel, droppedChannel, type AcceptedMessage, type ClosedMessage, type CloseReason, type DroppedMessage, type StatsCounter } from '../stats.js'
 import { errorIdentity } from '../serializers.js'
 import { TimerWheel, type WheelEntry } from '../timer-wheel.js'
 import { watchSocket, type SocketEvents } from './guarded-socket.js'
@@ -189,7 +189,7 @@ export class ConnectionTracker {
         protocol: state.protocol,
         sub: state.user?.sub,
         handshakeMs: performance.now() - state.startedAt
-      })
+      } satisfies AcceptedMessage)
     }
     return connection
   }
@@ -243,7 +243,7 @@ export class ConnectionTracker {
     this.#stats.dropped++
     if (droppedChannel.hasSubscribers) {
       const { state } = connection
-      droppedChannel.publish({ requestId: state.request.id, route: state.route, sub: state.user?.sub })
+      droppedChannel.publish({ requestId: state.request.id, route: state.route, sub: state.user?.sub } satisfies DroppedMessage)
     }
   }
 
@@ -354,7 +354,7 @@ export class ConnectionTracker {
         code,
         sub: state.user?.sub,
         durationMs: performance.now() - connection.openedAt
-      })
+      } satisfies ClosedMessage)
     }
     if (this.open.size === 0 && this.#drained !== undefined) this.#drained()
   }

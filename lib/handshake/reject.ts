@@ -3,7 +3,7 @@ import { performance } from 'node:perf_hooks'
 import type { FastifyReply, FastifyRequest } from 'fastify'
 import type { WebSocketServer } from 'ws'
 import type { GuardError } from '../errors.js'
-import { rejectedChannel, type StatsCounter } from '../stats.js'
+import { rejectedChannel, type RejectedMessage, type StatsCounter } from '../stats.js'
 import type { HandshakeState, Rejection } from './contract.js'
 
 /**
@@ -79,6 +79,6 @@ export function recordRejection (stats: StatsCounter, request: FastifyRequest, s
       statusCode: error.statusCode,
       sub: state?.user?.sub,
       handshakeMs: state === undefined ? 0 : performance.now() - state.startedAt
-    })
+    } satisfies RejectedMessage)
   }
 }
