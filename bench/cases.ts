@@ -35,10 +35,19 @@ export interface IdleCase {
   readonly pings: boolean
 }
 
+/** An echo server of the message suite, and what its connections send in their handshake. */
+export interface MessageCase {
+  readonly id: string
+  readonly label: string
+  readonly server: ServerConfig
+  readonly headers: string
+}
+
 export interface Fixtures {
   readonly servers: Readonly<Record<ServerKey, ServerConfig>>
   readonly handshakeCases: readonly HandshakeCase[]
   readonly idleCases: readonly IdleCase[]
+  readonly messageCases: readonly MessageCase[]
   readonly jwks: JwksServer
 }
 
@@ -115,5 +124,12 @@ export async function prepareFixtures (handshakesPerCase: number, idleConnection
     { id: 'ping-guard', label: 'guard, pings every 1 s (timer wheel)', server: { name: 'ping-guard', kind: 'guard', origins: [allowedOrigin], heartbeat: { pingInterval: 1000, readDeadline: 2000 } }, headersFor: idleRequests('ping-guard'), quick: true, role: 'guard', pings: true },
     { id: 'ping-timer', label: 'reference: per-connection setInterval, 1 s', server: { name: 'ping-timer', kind: 'timer', timerInterval: 1000 }, headersFor: idleRequests('ping-timer'), quick: true, role: 'reference', pings: true }
   ]
-  return { servers, handshakeCases, idleCases, jwks }
+  // A rate no client of the suite reaches, so that only the checks' own cost shows.
+  const messageGuards = { maxMessageBytes: 64 * 1024, messageRate: { messages: 1_000_000, interval: 1000 } }
+  const messageCases: MessageCase[] = [
+    { id: 'msg-bare', label: 'bare @fastify/websocket (echo)', server: { name: 'msg-bare', kind: 'bare' }, headers: originHeader },
+    { id: 'msg-guard', label: 'guard, no message guards', server: { name: 'msg-guard', kind: 'guard', origins: [allowedOrigin] }, headers: originHeader },
+    { id: 'msg-guard-limits', label: 'guard + maxMessageBytes 64 KiB + messageRate 1e6/s', server: { name: 'msg-guard-limits', kind: 'guard', origins: [allowedOrigin], messageGuards }, headers: originHeader }
+  ]
+  return { servers, handshakeCases, idleCases, messageCases, jwks }
 }

@@ -284,3 +284,186 @@ export class IdlePool {
     this.sockets.clear()
   }
 }
+
+/** Opens one WebSocket over node:net: resolves with the socket once the 101 is checked, and any bytes after it. */
+export function openRaw (port: number, headers: string, timeoutMs = 10_000): Promise<{ socket: Socket, rest: Buffer }> {
+  const key = randomBytesFromPool(16).toString('base64')
+  const socket = connect(connectOptions(port))
+  let head = ''
+  return new Promise((resolve, reject) => {
+    const fail = (message: string): void => {
+      socket.destroy()
+      reject(new Error(message))
+    }
+    const onTimeout = (): void => fail('timeout opening')
+    const onError = (err: NodeJS.ErrnoException): void => fail(err.code ?? err.message)
+    const onClose = (): void => fail('closed while opening')
+    const onData = (chunk: Buffer): void => {
+      head += chunk.toString('latin1')
+      const end = head.indexOf('\r\n\r\n')
+      if (end === -1) return
+      const verdict = checkHead(head.slice(0, end + 2), key, 101)
+      if (verdict.error !== undefined) return fail(verdict.error)
+      socket.setTimeout(0)
+      socket.off('timeout', onTimeout).off('close', onClose).off('data', onData).off('error', onError)
+      // The owner listens to 'close'; a reset must not throw meanwhile.
+      socket.on('error', () => {})
+      resolve({ socket, rest: Buffer.from(head.slice(end + 4), 'latin1') })
+    }
+    socket.setTimeout(timeoutMs)
+    socket.once('connect', () => socket.write(requestText(port, key, headers)))
+    socket.on('timeout', onTimeout).on('error', onError).on('close', onClose).on('data', onData)
+  })
+}
+
+/**
+ * `count` masked text frames of `size` bytes (`size` < 126), back to back: the message clients
+ * write slices of it and never build a frame while they measure. One mask for all: the server
+ * unmasks every frame all the same.
+ */
+function textFrames (count: number, size: number): Buffer {
+  const mask = randomBytesFromPool(4)
+  const payload = Buffer.from('{"type":"chat","room":"lobby","text":"' + 'x'.repeat(Math.max(0, size - 40)) + '"}')
+  const frame = Buffer.allocUnsafe(6 + payload.length)
+  frame[0] = 0x81
+  frame[1] = 0x80 | payload.length
+  mask.copy(frame, 2)
+  for (let i = 0; i < payload.length; i++) frame[6 + i] = payload[i]! ^ mask[i & 3]!
+  return Buffer.concat(Array.from({ length: count }, () => frame))
+}
+
+export interface EchoBatch {
+  /** Echoes received, all clients together. */
+  readonly echoes: number
+  /** First write to the last echo (or to the timeout). */
+  readonly wallMs: number
+  readonly error: string | undefined
+}
+
+/** One echo connection: its counters for the batch under way. */
+interface EchoConnection {
+  readonly socket: Socket
+  tail: Buffer | undefined
+  sent: number
+  echoed: number
+  target: number
+  onEcho: (count: number) => void
+  onEnd: (message: string) => void
+}
+
+/**
+ * A few WebSocket connections that pipeline small text messages to an echo route and count
+ * the echoes: at most `window` messages in flight per connection, each echo answered with the
+ * next message (one write per read, whatever the count). Frames are parsed by their headers only.
+ */
+export class EchoClients {
+  readonly #connections: EchoConnection[]
+  readonly #frames: Buffer
+  readonly #frameLength: number
+  #broken = false
+
+  private constructor (sockets: ReadonlyArray<{ socket: Socket, rest: Buffer }>, window: number, size: number) {
+    this.#frames = textFrames(window, size)
+    this.#frameLength = this.#frames.length / window
+    this.#connections = sockets.map(({ socket, rest }) => {
+      const connection: EchoConnection = { socket, tail: rest.length > 0 ? rest : undefined, sent: 0, echoed: 0, target: 0, onEcho: () => {}, onEnd: () => {} }
+      socket.on('data', (chunk: Buffer) => this.#read(connection, chunk))
+      socket.on('close', () => {
+        this.#broken = true
+        connection.onEnd('the server closed a connection')
+      })
+      return connection
+    })
+  }
+
+  /** `clients` connections to `port`, each sending `headers` in its handshake. */
+  static async open (port: number, clients: number, headers: string, window: number, size: number): Promise<EchoClients> {
+    const opened = await Promise.allSettled(Array.from({ length: clients }, async () => await openRaw(port, headers)))
+    const failed = opened.find((result) => result.status === 'rejected')
+    if (failed !== undefined) {
+      for (const result of opened) if (result.status === 'fulfilled') result.value.socket.destroy()
+      throw new Error(`could not open the echo connections: ${String(failed.reason)}`)
+    }
+    return new EchoClients(opened.map((result) => (result as PromiseFulfilledResult<{ socket: Socket, rest: Buffer }>).value), window, size)
+  }
+
+  /** False once a connection closed or a batch timed out: open new clients. */
+  get usable (): boolean {
+    return !this.#broken
+  }
+
+  /** Every connection sends `perClient` messages and waits for their echoes, for `timeoutMs` at most. */
+  async run (perClient: number, timeoutMs: number): Promise<EchoBatch> {
+    const window = this.#frames.length / this.#frameLength
+    const begin = performance.now()
+    let echoes = 0
+    let finished = 0
+    return await new Promise<EchoBatch>((resolve) => {
+      let settled = false
+      const finish = (error?: string): void => {
+        if (settled) return
+        settled = true
+        const wallMs = performance.now() - begin
+        clearTimeout(timer)
+        for (const connection of this.#connections) {
+          connection.onEcho = () => {}
+          connection.onEnd = () => {}
+        }
+        // Echoes still in flight would land in the next batch: these clients are done.
+        if (error !== undefined) this.#broken = true
+        resolve({ echoes, wallMs, error })
+      }
+      const timer = setTimeout(() => finish(`timeout: ${echoes} of ${perClient * this.#connections.length} echoes in ${timeoutMs} ms`), timeoutMs)
+      for (const connection of this.#connections) {
+        connection.sent = Math.min(window, perClient)
+        connection.echoed = 0
+        connection.target = perClient
+        connection.onEcho = (count) => {
+          echoes += count
+          if (connection.echoed >= connection.target && ++finished === this.#connections.length) finish()
+        }
+        connection.onEnd = (message) => finish(message)
+        connection.socket.write(this.#frames.subarray(0, connection.sent * this.#frameLength))
+      }
+    })
+  }
+
+  #read (connection: EchoConnection, chunk: Buffer): void {
+    const data = connection.tail === undefined ? chunk : Buffer.concat([connection.tail, chunk])
+    let offset = 0
+    let messages = 0
+    while (data.length - offset >= 2) {
+      const opcode = data[offset]! & 0x0f
+      let length = data[offset + 1]! & 0x7f
+      let headLength = 2
+      if (length === 126) {
+        if (data.length - offset < 4) break
+        length = data.readUInt16BE(offset + 2)
+        headLength = 4
+      } else if (length === 127) {
+        if (data.length - offset < 10) break
+        length = Number(data.readBigUInt64BE(offset + 2))
+        headLength = 10
+      }
+      if (data.length - offset < headLength + length) break
+      if (opcode === 0x1 || opcode === 0x2) messages++
+      else if (opcode === 0x9) connection.socket.write(pongFrame(data.subarray(offset + headLength, offset + headLength + length)))
+      else if (opcode === 0x8) connection.onEnd(`the server sent close code ${length >= 2 ? data.readUInt16BE(offset + headLength) : 'none'}`)
+      offset += headLength + length
+    }
+    connection.tail = offset === data.length ? undefined : data.subarray(offset)
+    if (messages === 0) return
+    connection.echoed += messages
+    const more = Math.min(messages, connection.target - connection.sent)
+    if (more > 0) {
+      connection.sent += more
+      connection.socket.write(this.#frames.subarray(0, more * this.#frameLength))
+    }
+    connection.onEcho(messages)
+  }
+
+  close (): void {
+    this.#broken = true
+    for (const connection of this.#connections) connection.socket.destroy()
+  }
+}

@@ -21,6 +21,8 @@ export interface ServerConfig {
   readonly heartbeat?: { readonly pingInterval: number, readonly readDeadline?: number } | false
   /** Timer only: ms between pings of the per-connection `setInterval`. */
   readonly timerInterval?: number
+  /** Guard only: the message guards (`maxMessageBytes` and `messageRate`); none by default. */
+  readonly messageGuards?: { readonly maxMessageBytes: number, readonly messageRate: { readonly messages: number, readonly interval: number } }
 }
 
 /** A request from the load generator to a server, over the IPC channel. */

@@ -3,6 +3,7 @@
  */
 import type { CaseResult } from './handshakes.js'
 import type { IdleResult, PingPairResult } from './idle.js'
+import type { MessageResult } from './messages.js'
 import { fixed, fixedSpread, int, intSpread, kb, table } from './stats.js'
 
 export interface BudgetCheck {
@@ -23,9 +24,17 @@ const refusalBudgets: Record<string, number> = { 'reject-origin': 0.5, 'reject-m
 /** Extra RSS per idle guarded connection over bare, at most. */
 const idleRssBudget = 1024
 const loopDelayBudgetMs = 20
+/** Messages/s of the guard with both message guards on, as a ratio to the guard without them, at least. */
+const messageGuardBudget = 0.95
 
-export function checkBudgets (handshakes: readonly CaseResult[], idle: readonly IdleResult[], pingPair?: PingPairResult): BudgetCheck[] {
+/** The sections after the handshakes and the idle connections, each optional. */
+export interface MoreResults {
+  readonly messages?: readonly MessageResult[] | undefined
+}
+
+export function checkBudgets (handshakes: readonly CaseResult[], idle: readonly IdleResult[], pingPair?: PingPairResult, more: MoreResults = {}): BudgetCheck[] {
   const checks: BudgetCheck[] = []
+  checks.push(...messageBudgets(more.messages ?? []))
   for (const result of handshakes) {
     const summary = result.summary
     if (summary === undefined) continue
@@ -73,6 +82,41 @@ export function checkBudgets (handshakes: readonly CaseResult[], idle: readonly 
     }
   }
   return checks
+}
+
+function messageBudgets (messages: readonly MessageResult[]): BudgetCheck[] {
+  const limits = messages.find((result) => result.id === 'msg-guard-limits')?.summary
+  if (limits?.perSecondVsGuard === undefined || limits.cpuVsGuard === undefined) return []
+  const minimum = messageGuardBudget
+  const value = limits.perSecondVsGuard.median
+  const byCpu = 1 / limits.cpuVsGuard.median
+  return [
+    { id: 'msg-guard-limits', budget: `messages/s >= ${minimum.toFixed(2)}x the guard without message guards`, short: `>= ${minimum.toFixed(2)}x guard msg/s`, measured: `${value.toFixed(2)}x`, value, limit: minimum, pass: value >= minimum },
+    { id: 'msg-guard-limits', budget: `same, from server CPU: guard µs/msg / case µs/msg >= ${minimum.toFixed(2)}`, short: 'by CPU', measured: `${byCpu.toFixed(2)}x`, value: byCpu, limit: minimum, pass: byCpu >= minimum }
+  ]
+}
+
+export function messageTable (results: readonly MessageResult[], checks: readonly BudgetCheck[]): string {
+  const rows: string[][] = [['echo route', 'messages/s (min–max)', 'x bare', 'x guard', 'server µs/msg (min–max)', 'x bare', 'x guard', 'main µs', 'client µs', 'srv busy %', 'errors', 'budget']]
+  for (const result of results) {
+    const s = result.summary
+    if (s === undefined) continue
+    rows.push([
+      result.label,
+      intSpread(s.perSecond),
+      fixedSpread(s.perSecondRatio, 2),
+      s.perSecondVsGuard === undefined ? '' : fixedSpread(s.perSecondVsGuard, 2),
+      fixedSpread(s.cpuUs, 2),
+      fixedSpread(s.cpuRatio, 2),
+      s.cpuVsGuard === undefined ? '' : fixedSpread(s.cpuVsGuard, 2),
+      s.mainUs === undefined ? '-' : fixed(s.mainUs.median, 2),
+      fixed(s.clientUs.median, 2),
+      int(s.serverBusy.median),
+      String(s.errors),
+      verdict(checks, result.id)
+    ])
+  }
+  return table(rows)
 }
 
 /** The guard's cases beside the naive jose hook verifying the same tokens: what the guard adds on top of jose. */

@@ -16,8 +16,9 @@ import { detectPlacement, killChildren, ServerProcess, wrapCommand, type Placeme
 import { runHandshakeSuite, type CaseResult, type Log } from './handshakes.js'
 import { runHeapAttribution } from './heap.js'
 import { runIdleCase, runPingPair, type IdleResult, type PingPairResult } from './idle.js'
+import { runMessageSuite, type MessageResult } from './messages.js'
 import { runProfiles } from './profile.js'
-import { budgetTable, checkBudgets, compareToJose, handshakeTable, idleTable, pingPairLine, referenceTable } from './report.js'
+import { budgetTable, checkBudgets, compareToJose, handshakeTable, idleTable, messageTable, pingPairLine, referenceTable } from './report.js'
 import { int } from './stats.js'
 
 const usage = `Usage: npm run bench -- [options]
@@ -31,14 +32,18 @@ const usage = `Usage: npm run bench -- [options]
                        added; jose-*: the reference, bare plus a naive jwtVerify onRequest hook
   --idle a,b           idle cases to run (idle-bare, idle-guard, idle-guard-hs256, idle-timer,
                        ping-guard, ping-timer); idle-bare is always added
-  --skip-handshakes    only the idle suite
-  --skip-idle          only the handshake suite
+  --only a,b           run only these sections: handshakes, messages, idle
+  --skip-handshakes    no handshake suite
+  --skip-messages      no message suite
+  --skip-idle          no idle suite
   --repetitions N      repetitions of every handshake case (full: 7)
   --handshakes N       handshakes per case and repetition (full: 4,000)
   --warmup N           warm-up handshakes per case (full: 2,500)
   --concurrency N      handshakes in flight (64)
   --connections N      idle connections (full: 10,000)
   --window MS          CPU and event-loop window of the idle suite (full: 10,000)
+  --messages N         echoed messages per message case and repetition (full: 200,000)
+  --message-clients N  connections per echo server (4), each with --message-window messages in flight (32)
   --profile            CPU-profile the servers (node --cpu-prof) of --cases (default bare,hs256,es256)
                        and of --idle cases (over their window, per ping), and summarize where the time goes
   --heap               heap snapshots of --idle servers (default idle-bare,idle-guard,idle-guard-hs256)
@@ -56,6 +61,11 @@ const { values: args } = parseArgs({
     idle: { type: 'string' },
     'skip-handshakes': { type: 'boolean', default: false },
     'skip-idle': { type: 'boolean', default: false },
+    'skip-messages': { type: 'boolean', default: false },
+    only: { type: 'string' },
+    messages: { type: 'string' },
+    'message-clients': { type: 'string' },
+    'message-window': { type: 'string' },
     repetitions: { type: 'string' },
     handshakes: { type: 'string' },
     warmup: { type: 'string' },
@@ -84,10 +94,24 @@ const settings = {
   concurrency: integer(args.concurrency, 64, 'concurrency', 1, 1024),
   // 2 x 10,000 sockets in two processes fit the usual 20,000-descriptor hard limit.
   connections: integer(args.connections, args.heap ? 2000 : quick ? 2000 : 10_000, 'connections', 1, 15_000),
-  windowMs: integer(args.window, quick ? 3000 : 10_000, 'window', 100, 120_000)
+  windowMs: integer(args.window, quick ? 3000 : 10_000, 'window', 100, 120_000),
+  messages: integer(args.messages, quick ? 30_000 : 200_000, 'messages', 100, 5_000_000),
+  messageClients: integer(args['message-clients'], 4, 'message-clients', 1, 256),
+  messageWindow: integer(args['message-window'], 32, 'message-window', 1, 4096)
+}
+const sectionIds = ['handshakes', 'messages', 'idle'] as const
+type Section = typeof sectionIds[number]
+const onlySections = args.only?.split(',').map((id) => id.trim()).filter((id) => id !== '')
+for (const id of onlySections ?? []) {
+  if (!(sectionIds as readonly string[]).includes(id)) throw new Error(`--only: unknown section "${id}"; known: ${sectionIds.join(', ')}`)
+}
+/** Whether a section runs: named by --only, or not skipped. */
+function runs (section: Section): boolean {
+  if (onlySections !== undefined) return onlySections.includes(section)
+  return args[`skip-${section}`] !== true
 }
 // Everything stops by itself: the whole run has a deadline.
-const deadlineMs = quick ? 150_000 : 30 * 60_000
+const deadlineMs = quick ? 180_000 : 30 * 60_000
 
 const log: Log = (line) => process.stderr.write(`[bench] ${line}\n`)
 
@@ -186,7 +210,7 @@ async function main (): Promise<void> {
     }
 
     let handshakes: CaseResult[] = []
-    if (!args['skip-handshakes']) {
+    if (runs('handshakes')) {
       const picked = new Set(list(args.cases, caseIds, 'bare', caseIds))
       const cases = fixtures.handshakeCases.filter((kase) => picked.has(kase.id))
       const servers = new Map<ServerKey, ServerProcess>()
@@ -201,10 +225,25 @@ async function main (): Promise<void> {
       }
     }
 
+    let messages: MessageResult[] = []
+    if (runs('messages')) {
+      const messageSettings = {
+        repetitions: settings.repetitions,
+        messages: settings.messages,
+        warmup: Math.max(settings.messageClients, Math.round(settings.messages / 4)),
+        clients: settings.messageClients,
+        window: settings.messageWindow,
+        size: 64
+      }
+      log(`message suite: ${fixtures.messageCases.length} echo servers x ${settings.repetitions} repetitions x ${int(settings.messages)} messages of 64 bytes, ` +
+        `${settings.messageClients} connections with ${settings.messageWindow} in flight each`)
+      messages = await runMessageSuite(fixtures.messageCases, placement, messageSettings, log)
+    }
+
     const idle: IdleResult[] = []
     let pingPair: PingPairResult | undefined
     const idleSettings = { connections: settings.connections, windowMs: settings.windowMs, warmup: Math.min(settings.warmup, 1000), concurrency: settings.concurrency }
-    if (!args['skip-idle']) {
+    if (runs('idle')) {
       const picked = new Set(list(args.idle, fixtures.idleCases.filter((kase) => kase.quick || !quick).map((kase) => kase.id), 'idle-bare', idleIds))
       log(`idle suite: ${int(settings.connections)} connections, ${settings.windowMs} ms window`)
       for (const kase of fixtures.idleCases) {
@@ -219,11 +258,11 @@ async function main (): Promise<void> {
       }
     }
 
-    const checks = checkBudgets(handshakes, idle, pingPair)
+    const checks = checkBudgets(handshakes, idle, pingPair, { messages })
     const joseFloor = compareToJose(handshakes)
     host.loadAverageAtEnd = loadavg().map((value) => Number(value.toFixed(2)))
     const durationS = Math.round((Date.now() - started) / 1000)
-    const json = JSON.stringify({ mode, machine: host, settings, durationS, handshakes, idle, pingPair, budgets: checks, joseFloor, jwksRequests: fixtures.jwks.requests() }, null, 2) + '\n'
+    const json = JSON.stringify({ mode, machine: host, settings, durationS, handshakes, messages, idle, pingPair, budgets: checks, joseFloor, jwksRequests: fixtures.jwks.requests() }, null, 2) + '\n'
     if (args.save !== undefined) writeFileSync(args.save, json)
     if (args.json) {
       process.stdout.write(json)
@@ -237,6 +276,11 @@ async function main (): Promise<void> {
         out.push('', `Handshakes: medians of ${settings.repetitions} interleaved repetitions of ${int(settings.handshakes)} (min–max), ${settings.concurrency} in flight; ` +
           'x bare: paired with bare in the same repetition; µs/hs: server CPU per handshake (whole process; main thread; bg: other threads, libuv pool and V8 workers); ' +
           'srv busy: server CPU / wall time (well under 100%: other processes held the CPUs, and handshakes/s says less than server µs/hs)', '', handshakeTable(handshakes, checks))
+      }
+      if (messages.length > 0) {
+        out.push('', `Messages: an echo route, medians of ${settings.repetitions} interleaved repetitions of ${int(settings.messages)} messages of 64 bytes (min–max), ` +
+          `${settings.messageClients} connections with ${settings.messageWindow} in flight each; x bare and x guard: paired with bare, and with the guard without message guards, ` +
+          'in the same repetition; µs/msg: server CPU per echoed message; client µs: the load generator\'s', '', messageTable(messages, checks))
       }
       if (idle.length > 0) {
         out.push('', `Idle connections: ${int(settings.connections)} per server, memory after GC, CPU and event-loop delay over ${settings.windowMs / 1000} s ` +

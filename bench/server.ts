@@ -55,6 +55,10 @@ async function build (): Promise<FastifyInstance> {
     const options: WsGuardOptions = { origins: config.origins ?? ['https://app.example.com'] }
     if (config.auth !== undefined) options.auth = { ...config.auth }
     if (config.heartbeat !== undefined) options.heartbeat = config.heartbeat
+    if (config.messageGuards !== undefined) {
+      options.maxMessageBytes = config.messageGuards.maxMessageBytes
+      options.messageRate = { ...config.messageGuards.messageRate }
+    }
     await app.register(wsGuard, options)
     app.wsRoute('/ws', (socket) => echo(socket))
   } else {
