@@ -50,7 +50,7 @@ test('the packed tarball installs, imports, runs and type-checks on its own', as
   const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dir], { cwd: root })
   const [packed] = JSON.parse(stdout) as Array<{ filename: string, files: Array<{ path: string }> }>
   const files = packed!.files.map((file) => file.path)
-  for (const needed of ['dist/index.js', 'dist/index.d.ts', 'dist/client.js', 'dist/client.d.ts', 'dist/lib/doctor/cli.js', 'README.md', 'CHANGELOG.md', 'package.json']) {
+  for (const needed of ['dist/index.js', 'dist/index.d.ts', 'dist/client.js', 'dist/client.d.ts', 'dist/testing.js', 'dist/testing.d.ts', 'dist/lib/doctor/cli.js', 'README.md', 'CHANGELOG.md', 'package.json']) {
     t.ok(files.includes(needed), `the tarball holds ${needed}`)
   }
   t.same(files.filter((file) => /^dist\/(example|bench|fuzz|test)\/|\.map$|^(lib|test|bench|example)\/|\.ts$/.test(file) && !file.endsWith('.d.ts')), [], 'and nothing users do not need')
@@ -62,13 +62,15 @@ test('the packed tarball installs, imports, runs and type-checks on its own', as
   const imported = await run(process.execPath, ['--input-type=module', '-e', `
     const main = await import('fastify-ws-guard')
     const client = await import('fastify-ws-guard/client')
-    console.log(JSON.stringify({ main: Object.keys(main).sort(), client: Object.keys(client) }))
+    const testing = await import('fastify-ws-guard/testing')
+    console.log(JSON.stringify({ main: Object.keys(main).sort(), client: Object.keys(client), testing: Object.keys(testing) }))
   `], { cwd: dir })
-  const entries = JSON.parse(imported.stdout) as { main: string[], client: string[] }
+  const entries = JSON.parse(imported.stdout) as { main: string[], client: string[], testing: string[] }
   for (const name of ['default', 'fastifyWsGuard', 'MemoryStore', 'channels', 'requestSerializer', 'redactQueryTokens', 'TokenInvalidError']) {
     t.ok(entries.main.includes(name), `fastify-ws-guard exports ${name}`)
   }
   t.same(entries.client, ['bearerProtocols'], 'fastify-ws-guard/client exports bearerProtocols')
+  t.same(entries.testing, ['injectGuarded'], 'fastify-ws-guard/testing exports injectGuarded')
 
   const cli = join(dir, 'node_modules/.bin/fastify-ws-guard')
   t.match((await run(cli, ['--help'])).stdout, /fastify-ws-guard <command>/, 'the CLI runs from the install')
