@@ -59,7 +59,8 @@ function fromHeader (request: FastifyRequest): string | undefined | GuardError {
   if (header === undefined) return undefined
   // Node keeps the first of two Authorization headers and drops the second without a word.
   let count = 0
-  const raw = request.raw.rawHeaders
+  // @fastify/websocket's injectWS hands over a request without rawHeaders.
+  const raw: readonly string[] = request.raw.rawHeaders ?? []
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i]!.length === 13 && raw[i]!.toLowerCase() === 'authorization') count++
   }

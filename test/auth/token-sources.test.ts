@@ -1,4 +1,5 @@
 import { parseCookie } from 'cookie'
+import { once } from 'node:events'
 import type { AddressInfo } from 'node:net'
 import Fastify, { type FastifyRequest } from 'fastify'
 import { test } from 'tap'
@@ -240,4 +241,19 @@ test('getToken: a custom extractor, looked at after tokenSources', async (t) => 
     t.equal((await expectOpen(t, app.url('/ws'), [], { headers: { 'x-token': token } })).user?.sub, 'alice')
     await expectRefused(t, app.url('/ws'), 401, 'FST_WS_GUARD_TOKEN_MISSING', [], bearer(token))
   })
+})
+
+test('header: under @fastify/websocket\'s injectWS, whose request has no rawHeaders', async (t) => {
+  const app = Fastify()
+  t.teardown(() => app.close())
+  await app.register(wsGuard, { auth: { secret } })
+  app.wsRoute('/ws', (socket, request) => { socket.send(String(request.wsUser?.sub)) })
+  await app.ready()
+  const token = await mint(secretBytes, { sub: 'alice' })
+  // The handler's first message can arrive before injectWS resolves: listen from the start.
+  let received: Promise<unknown[]> | undefined
+  const socket = await app.injectWS('/ws', { headers: { authorization: `Bearer ${token}` } }, { onInit: (ws) => { received = once(ws, 'message') } })
+  const [data] = await received! as [Buffer]
+  t.equal(String(data), 'alice', 'the header token is read and verified')
+  socket.terminate()
 })
