@@ -13,10 +13,10 @@ const bearer = (token: string): string => `Authorization: Bearer ${token}\r\n`
 
 export type ServerKey = 'bare' | 'origin' | 'hs256' | 'es256' | 'jwks' | 'jose-hs256' | 'jose-es256'
 
-export interface HandshakeCase {
+export interface HandshakeCase<K extends string = ServerKey> {
   readonly id: string
   readonly label: string
-  readonly server: ServerKey
+  readonly server: K
   /** Accepted cases compare handshakes/s to bare; refused ones compare server CPU per handshake. */
   readonly accepted: boolean
   readonly requestFor: (index: number) => HandshakeRequest
@@ -43,11 +43,25 @@ export interface MessageCase {
   readonly headers: string
 }
 
+export type FleetServerKey = 'bare' | 'fleet-memory' | 'fleet-redis'
+
+/** The fleet suite: per-user limits counted in memory or in Redis, and a revocation fanned out. */
+export interface FleetFixtures {
+  readonly handshakeCases: ReadonlyArray<HandshakeCase<FleetServerKey>>
+  /** The servers, once the Redis URL is known. */
+  readonly servers: (redisUrl: string) => Readonly<Record<FleetServerKey, ServerConfig>>
+  /** A guard instance of the fan-out: HS256, the Redis store, no per-user limit. */
+  readonly fanoutServer: (redisUrl: string, index: number) => ServerConfig
+  /** `count` handshakes' headers, every token of the user `sub` (minted when called). */
+  readonly fanoutHeaders: (sub: string, count: number) => string[]
+}
+
 export interface Fixtures {
   readonly servers: Readonly<Record<ServerKey, ServerConfig>>
   readonly handshakeCases: readonly HandshakeCase[]
   readonly idleCases: readonly IdleCase[]
   readonly messageCases: readonly MessageCase[]
+  readonly fleet: FleetFixtures
   readonly jwks: JwksServer
 }
 
@@ -131,5 +145,21 @@ export async function prepareFixtures (handshakesPerCase: number, idleConnection
     { id: 'msg-guard', label: 'guard, no message guards', server: { name: 'msg-guard', kind: 'guard', origins: [allowedOrigin] }, headers: originHeader },
     { id: 'msg-guard-limits', label: 'guard + maxMessageBytes 64 KiB + messageRate 1e6/s', server: { name: 'msg-guard-limits', kind: 'guard', origins: [allowedOrigin], messageGuards }, headers: originHeader }
   ]
-  return { servers, handshakeCases, idleCases, messageCases, jwks }
+  const fleetFresh = freshTokens(mintTokens(hs, 2 * handshakesPerCase + 512, 'fleet'))
+  const perUserLimit = 5
+  const fleet: FleetFixtures = {
+    handshakeCases: [
+      { id: 'bare', label: 'bare @fastify/websocket (echo)', server: 'bare', accepted: true, requestFor: accept(() => originHeader) },
+      { id: 'fleet-memory', label: `guard + HS256, maxConnectionsPerUser ${perUserLimit}, MemoryStore`, server: 'fleet-memory', accepted: true, requestFor: accept(() => originHeader + bearer(fleetFresh())) },
+      { id: 'fleet-redis', label: `guard + HS256, maxConnectionsPerUser ${perUserLimit}, RedisStore`, server: 'fleet-redis', accepted: true, requestFor: accept(() => originHeader + bearer(fleetFresh())) }
+    ],
+    servers: (redisUrl) => ({
+      bare: { name: 'fleet-bare', kind: 'bare' },
+      'fleet-memory': { name: 'fleet-memory', kind: 'guard', origins: [allowedOrigin], auth: { secret }, maxConnectionsPerUser: perUserLimit },
+      'fleet-redis': { name: 'fleet-redis', kind: 'guard', origins: [allowedOrigin], auth: { secret }, maxConnectionsPerUser: perUserLimit, store: { redisUrl } }
+    }),
+    fanoutServer: (redisUrl, index) => ({ name: `fanout-${index}`, kind: 'guard', origins: [allowedOrigin], auth: { secret }, store: { redisUrl } }),
+    fanoutHeaders: (sub, count) => mintTokens(hs, count, sub, sub).map((token) => originHeader + bearer(token))
+  }
+  return { servers, handshakeCases, idleCases, messageCases, fleet, jwks }
 }

@@ -43,6 +43,12 @@ export function killChildren (): void {
   live.clear()
 }
 
+/** Kills `child` with the servers, on any exit of the bench (the Redis server of the fleet suite). */
+export function trackChild (child: ChildProcess): void {
+  live.add(child)
+  child.once('exit', () => live.delete(child))
+}
+
 const serverScript = fileURLToPath(new URL('./server.js', import.meta.url))
 
 type Pending = { resolve: (value: unknown) => void, reject: (err: Error) => void, timer: NodeJS.Timeout }

@@ -38,6 +38,8 @@ export interface Repetition {
   readonly serverBusy: number
   /** The load generator's own CPU per handshake, µs (it must stay below the server's). */
   readonly clientUs: number
+  /** CPU per handshake of a process outside the server (the fleet suite's Redis), µs. */
+  readonly externalUs?: number | undefined
 }
 
 export interface CaseResult {
@@ -57,6 +59,7 @@ export interface CaseSummary {
   readonly backgroundUs: Spread | undefined
   readonly serverBusy: Spread
   readonly clientUs: Spread
+  readonly externalUs: Spread | undefined
   /** Ratios to bare of the same repetition: handshakes/s, and server CPU per handshake. */
   readonly perSecondRatio: Spread
   readonly cpuRatio: Spread
@@ -65,14 +68,19 @@ export interface CaseSummary {
 
 export type Log = (line: string) => void
 
-async function measure (server: ServerProcess, kase: HandshakeCase, count: number, concurrency: number, repetition: number): Promise<Repetition> {
+/** Reads the CPU time (µs) of a process the handshakes also load, such as a store's server. */
+export type ExternalCpu = () => number
+
+async function measure (server: ServerProcess, kase: HandshakeCase<string>, count: number, concurrency: number, repetition: number, externalCpu: ExternalCpu | undefined): Promise<Repetition> {
   const before = await server.request<SampleReply>('sample')
+  const externalBefore = externalCpu?.()
   const client = process.cpuUsage()
   const batch = await runHandshakes(server.port, count, concurrency, kase.requestFor)
   const clientCpu = process.cpuUsage(client)
-  // Let the server finish closing the last sockets before reading its clock.
+  // Let the server finish closing the last sockets (and giving their leases back) before reading its clock.
   await sleep(20)
   const after = await server.request<SampleReply>('sample')
+  const externalAfter = externalCpu?.()
   const cpu = cpuDelta(after.cpu, before.cpu)
   const latencies = sorted(batch.latencies)
   const per = (value: number | undefined): number | undefined => value === undefined ? undefined : value / count
@@ -89,12 +97,13 @@ async function measure (server: ServerProcess, kase: HandshakeCase, count: numbe
     mainUs: per(cpu.main),
     backgroundUs: cpu.main === undefined ? undefined : (cpu.total - cpu.main) / count,
     serverBusy: cpu.total / 1000 / batch.wallMs * 100,
-    clientUs: (clientCpu.user + clientCpu.system) / count
+    clientUs: (clientCpu.user + clientCpu.system) / count,
+    externalUs: externalBefore === undefined || externalAfter === undefined ? undefined : (externalAfter - externalBefore) / count
   }
 }
 
 /** Warms every case up, then runs the repetitions, interleaved. */
-export async function runHandshakeSuite (cases: readonly HandshakeCase[], servers: ReadonlyMap<ServerKey, ServerProcess>, settings: HandshakeSettings, log: Log): Promise<CaseResult[]> {
+export async function runHandshakeSuite<K extends string = ServerKey> (cases: ReadonlyArray<HandshakeCase<K>>, servers: ReadonlyMap<K, ServerProcess>, settings: HandshakeSettings, log: Log, externalCpu?: ExternalCpu): Promise<CaseResult[]> {
   const results = cases.map((kase): CaseResult => ({ id: kase.id, label: kase.label, accepted: kase.accepted, repetitions: [] }))
   for (const kase of cases) {
     const warm = await runHandshakes(servers.get(kase.server)!.port, settings.warmup, settings.concurrency, kase.requestFor)
@@ -107,7 +116,7 @@ export async function runHandshakeSuite (cases: readonly HandshakeCase[], server
       // Rotate the order so that no case always runs right after the same one.
       const index = (k + repetition) % cases.length
       const kase = cases[index]!
-      const result = await measure(servers.get(kase.server)!, kase, settings.handshakes, settings.concurrency, repetition)
+      const result = await measure(servers.get(kase.server)!, kase, settings.handshakes, settings.concurrency, repetition, externalCpu)
       results[index]!.repetitions.push(result)
       line.push(`${kase.id} ${Math.round(result.perSecond)}/s ${Math.round(result.cpuUs)}µs${result.errors > 0 ? ` (${result.errors} errors: ${result.errorSamples.join('; ')})` : ''}`)
     }
@@ -121,7 +130,7 @@ function summarize (results: CaseResult[]): void {
   const bare = results.find((result) => result.id === 'bare')
   for (const result of results) {
     const reps = result.repetitions
-    const pick = (key: 'mainUs' | 'backgroundUs'): Spread | undefined => reps.every((rep) => rep[key] !== undefined) ? spread(reps.map((rep) => rep[key]!)) : undefined
+    const pick = (key: 'mainUs' | 'backgroundUs' | 'externalUs'): Spread | undefined => reps.every((rep) => rep[key] !== undefined) ? spread(reps.map((rep) => rep[key]!)) : undefined
     // Paired ratios: each repetition against bare of the same repetition, which ran moments apart.
     const ratio = (key: 'perSecond' | 'cpuUs'): Spread => bare === undefined
       ? { median: NaN, min: NaN, max: NaN }
@@ -135,6 +144,7 @@ function summarize (results: CaseResult[]): void {
       backgroundUs: pick('backgroundUs'),
       serverBusy: spread(reps.map((rep) => rep.serverBusy)),
       clientUs: spread(reps.map((rep) => rep.clientUs)),
+      externalUs: pick('externalUs'),
       perSecondRatio: ratio('perSecond'),
       cpuRatio: ratio('cpuUs'),
       errors: reps.reduce((sum, rep) => sum + rep.errors, 0)

@@ -167,10 +167,18 @@ function handshake (port: number, request: HandshakeRequest, timeoutMs: number, 
   })
 }
 
-/** Open connections that stay idle: they answer pings with pongs and count them. */
+/** A masked close frame echoing the server's code, as the answer to its close. */
+function closeReply (code: number): Buffer {
+  const mask = randomBytesFromPool(4)
+  return Buffer.from([0x88, 0x82, mask[0]!, mask[1]!, mask[2]!, mask[3]!, (code >> 8) ^ mask[0]!, (code & 0xff) ^ mask[1]!])
+}
+
+/** Open connections that stay idle: they answer pings with pongs and count them, and a close frame with one. */
 export class IdlePool {
   readonly sockets = new Set<Socket>()
   pings = 0
+  /** Called with the code of every close frame the server sends, as it is read. */
+  onCloseFrame: ((code: number) => void) | undefined = undefined
   errors = 0
   readonly errorSamples = new Set<string>()
   closedByServer = 0
@@ -271,6 +279,11 @@ export class IdlePool {
       if (opcode === 0x9) {
         this.pings++
         socket.write(pongFrame(data.subarray(offset + headLength, offset + headLength + length)))
+      } else if (opcode === 0x8) {
+        const code = length >= 2 ? data.readUInt16BE(offset + headLength) : 1005
+        this.onCloseFrame?.(code)
+        // The server closes the TCP connection once it has the answer.
+        socket.write(closeReply(code === 1005 ? 1000 : code))
       }
       offset += headLength + length
     }

@@ -21,6 +21,10 @@ export interface ServerConfig {
   readonly heartbeat?: { readonly pingInterval: number, readonly readDeadline?: number } | false
   /** Timer only: ms between pings of the per-connection `setInterval`. */
   readonly timerInterval?: number
+  /** Guard only: a `RedisStore` on a node-redis client of this URL; the default `MemoryStore` without. */
+  readonly store?: { readonly redisUrl: string }
+  /** Guard only: the per-user limit, counted in the store. */
+  readonly maxConnectionsPerUser?: number
   /** Guard only: the message guards (`maxMessageBytes` and `messageRate`); none by default. */
   readonly messageGuards?: { readonly maxMessageBytes: number, readonly messageRate: { readonly messages: number, readonly interval: number } }
 }
@@ -32,6 +36,7 @@ export type ServerRequest =
   | { id: number, op: 'loopStart' }
   | { id: number, op: 'loopStop' }
   | { id: number, op: 'heapSnapshot', dir: string }
+  | { id: number, op: 'revoke', sub: string }
   | { id: number, op: 'exit' }
 
 /**
@@ -86,6 +91,15 @@ export interface LoopReply {
 }
 
 export interface HeapReply { file: string, open: number }
+
+/** `app.wsGuard.revoke({ sub })` on this instance. */
+export interface RevokeReply {
+  /** When revoke() was called and when it resolved: `performance.timeOrigin + performance.now()`, ms (a clock every process shares). */
+  calledAt: number
+  resolvedAt: number
+  /** Connections it closed on this instance. */
+  closedHere: number
+}
 
 /** First message of a server: it listens. */
 export interface ReadyMessage { ready: true, port: number, pid: number }

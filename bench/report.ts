@@ -1,10 +1,11 @@
 /*
  * The budgets, checked against a run, and the readable tables.
  */
+import type { FleetResult } from './fleet.js'
 import type { CaseResult } from './handshakes.js'
 import type { IdleResult, PingPairResult } from './idle.js'
 import type { MessageResult } from './messages.js'
-import { fixed, fixedSpread, int, intSpread, kb, table } from './stats.js'
+import { fixed, fixedSpread, int, intSpread, kb, spread, table, type Spread } from './stats.js'
 
 export interface BudgetCheck {
   readonly id: string
@@ -26,15 +27,21 @@ const idleRssBudget = 1024
 const loopDelayBudgetMs = 20
 /** Messages/s of the guard with both message guards on, as a ratio to the guard without them, at least. */
 const messageGuardBudget = 0.95
+/** Handshakes/s with the per-user limit counted in Redis, as a ratio to the MemoryStore, at least. */
+const redisStoreBudget = 0.8
+/** From revoke() on one instance to the 4401 close frames of the clients of every instance, p99, at most. */
+const fanoutP99BudgetMs = 1000
 
 /** The sections after the handshakes and the idle connections, each optional. */
 export interface MoreResults {
   readonly messages?: readonly MessageResult[] | undefined
+  readonly fleet?: FleetResult | undefined
 }
 
 export function checkBudgets (handshakes: readonly CaseResult[], idle: readonly IdleResult[], pingPair?: PingPairResult, more: MoreResults = {}): BudgetCheck[] {
   const checks: BudgetCheck[] = []
   checks.push(...messageBudgets(more.messages ?? []))
+  if (more.fleet !== undefined) checks.push(...fleetBudgets(more.fleet))
   for (const result of handshakes) {
     const summary = result.summary
     if (summary === undefined) continue
@@ -94,6 +101,79 @@ function messageBudgets (messages: readonly MessageResult[]): BudgetCheck[] {
     { id: 'msg-guard-limits', budget: `messages/s >= ${minimum.toFixed(2)}x the guard without message guards`, short: `>= ${minimum.toFixed(2)}x guard msg/s`, measured: `${value.toFixed(2)}x`, value, limit: minimum, pass: value >= minimum },
     { id: 'msg-guard-limits', budget: `same, from server CPU: guard µs/msg / case µs/msg >= ${minimum.toFixed(2)}`, short: 'by CPU', measured: `${byCpu.toFixed(2)}x`, value: byCpu, limit: minimum, pass: byCpu >= minimum }
   ]
+}
+
+/** Each repetition of `id` against the same repetition of `against`: `key` divided. */
+function paired (results: readonly CaseResult[], id: string, against: string, key: 'perSecond' | 'cpuUs'): Spread | undefined {
+  const mine = results.find((result) => result.id === id)
+  const theirs = results.find((result) => result.id === against)
+  if (mine === undefined || theirs === undefined || mine.repetitions.length === 0) return undefined
+  return spread(mine.repetitions.map((rep, i) => rep[key] / theirs.repetitions[i]![key]))
+}
+
+function fleetBudgets (fleet: FleetResult): BudgetCheck[] {
+  const checks: BudgetCheck[] = []
+  const rate = paired(fleet.handshakes, 'fleet-redis', 'fleet-memory', 'perSecond')
+  const cpu = paired(fleet.handshakes, 'fleet-redis', 'fleet-memory', 'cpuUs')
+  if (rate !== undefined && cpu !== undefined) {
+    const minimum = redisStoreBudget
+    const byCpu = 1 / cpu.median
+    checks.push(
+      { id: 'fleet-redis', budget: `handshakes/s >= ${minimum.toFixed(2)}x the same route on the MemoryStore`, short: `>= ${minimum.toFixed(2)}x memory hs/s`, measured: `${rate.median.toFixed(2)}x`, value: rate.median, limit: minimum, pass: rate.median >= minimum },
+      { id: 'fleet-redis', budget: `same, from server CPU: memory µs/hs / redis µs/hs >= ${minimum.toFixed(2)}`, short: 'by CPU', measured: `${byCpu.toFixed(2)}x`, value: byCpu, limit: minimum, pass: byCpu >= minimum }
+    )
+  }
+  const fanout = fleet.fanout
+  if (fanout !== undefined) {
+    const value = fanout.p99Ms.median
+    checks.push({
+      id: 'fanout',
+      budget: `${int(fanout.clients)} clients on ${fanout.instances} instances: revoke() to 4401 close frame, p99 <= ${int(fanoutP99BudgetMs)} ms (median of ${fanout.rounds.length} rounds)`,
+      short: `p99 <= ${int(fanoutP99BudgetMs)} ms`,
+      measured: `${fixed(value, 1)} ms`,
+      value,
+      limit: fanoutP99BudgetMs,
+      pass: value <= fanoutP99BudgetMs
+    })
+  }
+  return checks
+}
+
+export function fleetTable (fleet: FleetResult, checks: readonly BudgetCheck[]): string {
+  const rows: string[][] = [['case', 'handshakes/s (min–max)', 'x bare', 'x memory', 'p50 ms', 'p99 ms', 'server µs/hs (min–max)', 'x bare', 'redis µs/hs', 'errors', 'budget']]
+  for (const result of fleet.handshakes) {
+    const s = result.summary
+    if (s === undefined) continue
+    const vsMemory = result.id === 'fleet-redis' ? paired(fleet.handshakes, result.id, 'fleet-memory', 'perSecond') : undefined
+    rows.push([
+      result.label,
+      intSpread(s.perSecond),
+      fixedSpread(s.perSecondRatio, 2),
+      vsMemory === undefined ? '' : fixedSpread(vsMemory, 2),
+      fixed(s.p50Ms.median, 1),
+      fixed(s.p99Ms.median, 1),
+      intSpread(s.cpuUs),
+      fixedSpread(s.cpuRatio, 2),
+      s.externalUs === undefined ? '-' : fixedSpread(s.externalUs, 1),
+      String(s.errors),
+      verdict(checks, result.id)
+    ])
+  }
+  return table(rows)
+}
+
+export function fanoutTable (fleet: FleetResult, checks: readonly BudgetCheck[]): string {
+  const fanout = fleet.fanout
+  if (fanout === undefined) return ''
+  const rows: string[][] = [['round', 'open', '4401 closes', 'closed by caller', 'revoke() resolved ms', 'p50 ms', 'p99 ms', 'last ms', 'budget']]
+  for (const round of fanout.rounds) {
+    rows.push([
+      String(round.round + 1), int(round.open), `${int(round.closes)}${round.otherCloses > 0 ? ` (+${round.otherCloses} other)` : ''}`, int(round.closedByCaller),
+      fixed(round.resolvedMs, 1), fixed(round.p50Ms, 1), fixed(round.p99Ms, 1), fixed(round.lastMs, 1), ''
+    ])
+  }
+  rows.push(['median (min–max)', '', '', '', '', fixedSpread(fanout.p50Ms, 1), fixedSpread(fanout.p99Ms, 1), fixedSpread(fanout.lastMs, 1), verdict(checks, 'fanout')])
+  return table(rows)
 }
 
 export function messageTable (results: readonly MessageResult[], checks: readonly BudgetCheck[]): string {

@@ -13,12 +13,14 @@ import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { prepareFixtures, type ServerKey } from './cases.js'
 import { detectPlacement, killChildren, ServerProcess, wrapCommand, type Placement } from './children.js'
+import { runFleetSuite, type FleetResult } from './fleet.js'
 import { runHandshakeSuite, type CaseResult, type Log } from './handshakes.js'
 import { runHeapAttribution } from './heap.js'
 import { runIdleCase, runPingPair, type IdleResult, type PingPairResult } from './idle.js'
 import { runMessageSuite, type MessageResult } from './messages.js'
 import { runProfiles } from './profile.js'
-import { budgetTable, checkBudgets, compareToJose, handshakeTable, idleTable, messageTable, pingPairLine, referenceTable } from './report.js'
+import { redisAvailable, redisServerPath } from './redis-server.js'
+import { budgetTable, checkBudgets, compareToJose, fanoutTable, fleetTable, handshakeTable, idleTable, messageTable, pingPairLine, referenceTable } from './report.js'
 import { int } from './stats.js'
 
 const usage = `Usage: npm run bench -- [options]
@@ -32,9 +34,10 @@ const usage = `Usage: npm run bench -- [options]
                        added; jose-*: the reference, bare plus a naive jwtVerify onRequest hook
   --idle a,b           idle cases to run (idle-bare, idle-guard, idle-guard-hs256, idle-timer,
                        ping-guard, ping-timer); idle-bare is always added
-  --only a,b           run only these sections: handshakes, messages, idle
+  --only a,b           run only these sections: handshakes, messages, fleet, idle
   --skip-handshakes    no handshake suite
   --skip-messages      no message suite
+  --skip-fleet         no fleet suite (it needs /usr/bin/redis-server, or REDIS_SERVER_BIN; skipped without)
   --skip-idle          no idle suite
   --repetitions N      repetitions of every handshake case (full: 7)
   --handshakes N       handshakes per case and repetition (full: 4,000)
@@ -44,6 +47,8 @@ const usage = `Usage: npm run bench -- [options]
   --window MS          CPU and event-loop window of the idle suite (full: 10,000)
   --messages N         echoed messages per message case and repetition (full: 200,000)
   --message-clients N  connections per echo server (4), each with --message-window messages in flight (32)
+  --fanout-clients N   idle clients of the revocation fan-out, over 3 instances (full: 10,000; quick: 2,000)
+  --fanout-rounds N    revocations fanned out, each to fresh clients (full: 3; quick: 1)
   --profile            CPU-profile the servers (node --cpu-prof) of --cases (default bare,hs256,es256)
                        and of --idle cases (over their window, per ping), and summarize where the time goes
   --heap               heap snapshots of --idle servers (default idle-bare,idle-guard,idle-guard-hs256)
@@ -62,6 +67,9 @@ const { values: args } = parseArgs({
     'skip-handshakes': { type: 'boolean', default: false },
     'skip-idle': { type: 'boolean', default: false },
     'skip-messages': { type: 'boolean', default: false },
+    'skip-fleet': { type: 'boolean', default: false },
+    'fanout-clients': { type: 'string' },
+    'fanout-rounds': { type: 'string' },
     only: { type: 'string' },
     messages: { type: 'string' },
     'message-clients': { type: 'string' },
@@ -97,9 +105,11 @@ const settings = {
   windowMs: integer(args.window, quick ? 3000 : 10_000, 'window', 100, 120_000),
   messages: integer(args.messages, quick ? 30_000 : 200_000, 'messages', 100, 5_000_000),
   messageClients: integer(args['message-clients'], 4, 'message-clients', 1, 256),
-  messageWindow: integer(args['message-window'], 32, 'message-window', 1, 4096)
+  messageWindow: integer(args['message-window'], 32, 'message-window', 1, 4096),
+  fanoutClients: integer(args['fanout-clients'], quick ? 2000 : 10_000, 'fanout-clients', 0, 15_000),
+  fanoutRounds: integer(args['fanout-rounds'], quick ? 1 : 3, 'fanout-rounds', 0, 20)
 }
-const sectionIds = ['handshakes', 'messages', 'idle'] as const
+const sectionIds = ['handshakes', 'messages', 'fleet', 'idle'] as const
 type Section = typeof sectionIds[number]
 const onlySections = args.only?.split(',').map((id) => id.trim()).filter((id) => id !== '')
 for (const id of onlySections ?? []) {
@@ -240,6 +250,16 @@ async function main (): Promise<void> {
       messages = await runMessageSuite(fixtures.messageCases, placement, messageSettings, log)
     }
 
+    let fleet: FleetResult | undefined
+    if (runs('fleet')) {
+      if (redisAvailable()) {
+        const handshakeSettings = { repetitions: settings.repetitions, handshakes: settings.handshakes, warmup: settings.warmup, concurrency: settings.concurrency }
+        fleet = await runFleetSuite(fixtures.fleet, placement, { handshakes: handshakeSettings, fanoutClients: settings.fanoutClients, fanoutRounds: settings.fanoutRounds, fanoutInstances: 3 }, log)
+      } else {
+        log(`fleet suite skipped: no redis-server at ${redisServerPath} (apt-get install redis-server, or set REDIS_SERVER_BIN)`)
+      }
+    }
+
     const idle: IdleResult[] = []
     let pingPair: PingPairResult | undefined
     const idleSettings = { connections: settings.connections, windowMs: settings.windowMs, warmup: Math.min(settings.warmup, 1000), concurrency: settings.concurrency }
@@ -258,11 +278,11 @@ async function main (): Promise<void> {
       }
     }
 
-    const checks = checkBudgets(handshakes, idle, pingPair, { messages })
+    const checks = checkBudgets(handshakes, idle, pingPair, { messages, fleet })
     const joseFloor = compareToJose(handshakes)
     host.loadAverageAtEnd = loadavg().map((value) => Number(value.toFixed(2)))
     const durationS = Math.round((Date.now() - started) / 1000)
-    const json = JSON.stringify({ mode, machine: host, settings, durationS, handshakes, messages, idle, pingPair, budgets: checks, joseFloor, jwksRequests: fixtures.jwks.requests() }, null, 2) + '\n'
+    const json = JSON.stringify({ mode, machine: host, settings, durationS, handshakes, messages, fleet, idle, pingPair, budgets: checks, joseFloor, jwksRequests: fixtures.jwks.requests() }, null, 2) + '\n'
     if (args.save !== undefined) writeFileSync(args.save, json)
     if (args.json) {
       process.stdout.write(json)
@@ -281,6 +301,18 @@ async function main (): Promise<void> {
         out.push('', `Messages: an echo route, medians of ${settings.repetitions} interleaved repetitions of ${int(settings.messages)} messages of 64 bytes (min–max), ` +
           `${settings.messageClients} connections with ${settings.messageWindow} in flight each; x bare and x guard: paired with bare, and with the guard without message guards, ` +
           'in the same repetition; µs/msg: server CPU per echoed message; client µs: the load generator\'s', '', messageTable(messages, checks))
+      }
+      if (fleet !== undefined) {
+        out.push('', 'Fleet: an authenticated route (HS256) with maxConnectionsPerUser, its leases in the MemoryStore or in a RedisStore (node-redis, redis-server on 127.0.0.1 ' +
+          `pinned with the load generator), beside bare; medians of ${settings.repetitions} interleaved repetitions of ${int(settings.handshakes)} (min–max); ` +
+          `x memory: paired with the MemoryStore in the same repetition; redis µs/hs: the redis-server process's CPU per handshake (/proc/<pid>/${fleet.redisCpuSource === 'schedstat' ? 'task/*/schedstat' : 'stat'})`,
+        '', fleetTable(fleet, checks))
+        if (fleet.fanout !== undefined) {
+          out.push('', `Revocation fan-out: ${int(fleet.fanout.clients)} idle clients of one user over ${fleet.fanout.instances} guard instances sharing the Redis store; ` +
+            'revoke({ sub }) on the first; ms from the call to each client\'s 4401 close frame', '', fanoutTable(fleet, checks))
+        }
+      } else if (runs('fleet')) {
+        out.push('', `Fleet: skipped, no redis-server at ${redisServerPath}`)
       }
       if (idle.length > 0) {
         out.push('', `Idle connections: ${int(settings.connections)} per server, memory after GC, CPU and event-loop delay over ${settings.windowMs / 1000} s ` +

@@ -11,9 +11,11 @@ import { writeHeapSnapshot } from 'node:v8'
 import websocket from '@fastify/websocket'
 import Fastify, { type FastifyInstance } from 'fastify'
 import wsGuard, { type WsGuardOptions } from 'fastify-ws-guard'
+import { RedisStore } from 'fastify-ws-guard/redis'
 import { importSPKI, jwtVerify } from 'jose'
+import { createClient } from 'redis'
 import type { WebSocket } from 'ws'
-import { cpuDelta, type CpuSample, type HeapReply, type LoopReply, type MemoryReply, type ReadyMessage, type SampleReply, type ServerConfig, type ServerRequest } from './protocol.js'
+import { cpuDelta, type CpuSample, type HeapReply, type LoopReply, type MemoryReply, type ReadyMessage, type RevokeReply, type SampleReply, type ServerConfig, type ServerRequest } from './protocol.js'
 
 const config = JSON.parse(process.env.WS_GUARD_BENCH_SERVER ?? '{}') as ServerConfig
 const gc = (globalThis as { gc?: () => void }).gc
@@ -55,6 +57,14 @@ async function build (): Promise<FastifyInstance> {
     const options: WsGuardOptions = { origins: config.origins ?? ['https://app.example.com'] }
     if (config.auth !== undefined) options.auth = { ...config.auth }
     if (config.heartbeat !== undefined) options.heartbeat = config.heartbeat
+    if (config.maxConnectionsPerUser !== undefined) options.maxConnectionsPerUser = config.maxConnectionsPerUser
+    if (config.store !== undefined) {
+      // The app owns the client; this process exits with the bench, the client with it.
+      const client = createClient({ url: config.store.redisUrl })
+      client.on('error', () => {})
+      await client.connect()
+      options.store = new RedisStore({ client })
+    }
     if (config.messageGuards !== undefined) {
       options.maxMessageBytes = config.messageGuards.maxMessageBytes
       options.messageRate = { ...config.messageGuards.messageRate }
@@ -162,6 +172,11 @@ async function handle (message: ServerRequest): Promise<unknown> {
     case 'heapSnapshot': {
       await collect()
       return { file: writeHeapSnapshot(join(message.dir, `${config.name}-${process.pid}-${++snapshots}.heapsnapshot`)), open: openCount() } satisfies HeapReply
+    }
+    case 'revoke': {
+      const calledAt = performance.timeOrigin + performance.now()
+      const closedHere = await app.wsGuard.revoke({ sub: message.sub })
+      return { calledAt, resolvedAt: performance.timeOrigin + performance.now(), closedHere } satisfies RevokeReply
     }
     case 'exit': return {}
   }

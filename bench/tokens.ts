@@ -36,14 +36,14 @@ export function newEcKeyPair (): { privateKey: KeyObject, publicKey: KeyObject }
 
 /**
  * `count` distinct tokens (their own `sub` and `jti`), valid an hour, as an access token of a
- * real app would be.
+ * real app would be; with `sub`, all of that one user (still each with its own `jti`).
  */
-export function mintTokens (signer: Signer, count: number, prefix: string): string[] {
+export function mintTokens (signer: Signer, count: number, prefix: string, sub?: string): string[] {
   const header = Buffer.from(JSON.stringify({ alg: signer.alg, typ: 'JWT', ...(signer.kid === undefined ? {} : { kid: signer.kid }) })).toString('base64url')
   const iat = Math.floor(Date.now() / 1000)
   const tokens: string[] = new Array(count)
   for (let i = 0; i < count; i++) {
-    const payload = Buffer.from(JSON.stringify({ sub: `${prefix}-user-${i}`, jti: `${prefix}-${i}-${randomBytes(6).toString('base64url')}`, scope: 'chat:read chat:write', iat, exp: iat + 3600 })).toString('base64url')
+    const payload = Buffer.from(JSON.stringify({ sub: sub ?? `${prefix}-user-${i}`, jti: `${prefix}-${i}-${randomBytes(6).toString('base64url')}`, scope: 'chat:read chat:write', iat, exp: iat + 3600 })).toString('base64url')
     const input = `${header}.${payload}`
     tokens[i] = `${input}.${signer.sign(input).toString('base64url')}`
   }
