@@ -2,7 +2,7 @@
  * What is measured: the servers, the handshake cases (each with its tokens minted up front,
  * distinct per handshake where the case says "fresh") and the idle-connection cases.
  */
-import type { HandshakeRequest } from './load.js'
+import { socketIoPath, type HandshakeRequest } from './load.js'
 import type { ServerConfig } from './protocol.js'
 import { es256Signer, hs256Signer, mintTokens, newEcKeyPair, newSecret, startJwksServer, type JwksServer } from './tokens.js'
 
@@ -11,7 +11,7 @@ const originHeader = `Origin: ${allowedOrigin}\r\n`
 const badOriginHeader = 'Origin: https://evil.example\r\n'
 const bearer = (token: string): string => `Authorization: Bearer ${token}\r\n`
 
-export type ServerKey = 'bare' | 'origin' | 'hs256' | 'es256' | 'jwks' | 'jose-hs256' | 'jose-es256'
+export type ServerKey = 'bare' | 'origin' | 'hs256' | 'es256' | 'jwks' | 'jose-hs256' | 'jose-es256' | 'fastify-jwt-hs256' | 'fastify-jwt-es256' | 'socketio-hs256'
 
 export interface HandshakeCase<K extends string = ServerKey> {
   readonly id: string
@@ -20,6 +20,13 @@ export interface HandshakeCase<K extends string = ServerKey> {
   /** Accepted cases compare handshakes/s to bare; refused ones compare server CPU per handshake. */
   readonly accepted: boolean
   readonly requestFor: (index: number) => HandshakeRequest
+  /**
+   * Reference and peer servers: a handshake with a forged token, which the server must refuse
+   * before the case is timed (a server that accepts anything would be measured doing nothing).
+   */
+  readonly refusal?: HandshakeRequest
+  /** The guard case a peer is set beside in "What you would use instead". */
+  readonly peerOf?: string
 }
 
 export interface IdleCase {
@@ -93,18 +100,26 @@ export async function prepareFixtures (handshakesPerCase: number, idleConnection
     es256: { name: 'guard-es256', kind: 'guard', origins: [allowedOrigin], auth: { publicKey } },
     jwks: { name: 'guard-jwks', kind: 'guard', origins: [allowedOrigin], auth: { jwksUrl: jwks.url } },
     'jose-hs256': { name: 'jose-hs256', kind: 'jose', auth: { secret } },
-    'jose-es256': { name: 'jose-es256', kind: 'jose', auth: { publicKey } }
+    'jose-es256': { name: 'jose-es256', kind: 'jose', auth: { publicKey } },
+    'fastify-jwt-hs256': { name: 'fastify-jwt-hs256', kind: 'fastify-jwt', auth: { secret } },
+    'fastify-jwt-es256': { name: 'fastify-jwt-es256', kind: 'fastify-jwt', auth: { publicKey } },
+    'socketio-hs256': { name: 'socketio-hs256', kind: 'socketio', auth: { secret } }
   }
 
   const hs = hs256Signer(secret)
   const es = es256Signer(ec.privateKey)
   const esKid = es256Signer(ec.privateKey, kid)
-  // Two cases draw from each fresh set: the guard's and the naive reference's.
-  const count = 2 * handshakesPerCase + 512
-  const hsFresh = freshTokens(mintTokens(hs, count, 'hs'))
-  const esFresh = freshTokens(mintTokens(es, count, 'es'))
-  const jwksFresh = freshTokens(mintTokens(esKid, count, 'jwks'))
-  const forged = freshTokens(mintTokens(hs256Signer(otherSecret), count, 'forged'))
+  // Several cases draw from each fresh set: the guard's, the naive reference's and the peers'.
+  const count = (consumers: number): number => consumers * handshakesPerCase + 512
+  const hsFresh = freshTokens(mintTokens(hs, count(4), 'hs'))
+  const esFresh = freshTokens(mintTokens(es, count(3), 'es'))
+  const jwksFresh = freshTokens(mintTokens(esKid, count(1), 'jwks'))
+  const forged = freshTokens(mintTokens(hs256Signer(otherSecret), count(1), 'forged'))
+  // Signed by another key of the right algorithm: what each peer must refuse.
+  const [forgedHs] = mintTokens(hs256Signer(otherSecret), 1, 'forged-peer')
+  const [forgedEs] = mintTokens(es256Signer(newEcKeyPair().privateKey), 1, 'forged-peer')
+  const refuse = (token: string): HandshakeRequest => ({ headers: originHeader + bearer(token), expectStatus: 401 })
+  const socketIo = (token: string, expect: 'connect' | 'refuse'): HandshakeRequest => ({ headers: originHeader, expectStatus: 101, path: socketIoPath, socketIo: { token, expect } })
   const [reused] = mintTokens(es, 1, 'reused')
   const [valid] = mintTokens(hs, 1, 'valid')
 
@@ -114,8 +129,11 @@ export async function prepareFixtures (handshakesPerCase: number, idleConnection
     { id: 'origin', label: 'guard, origin check only', server: 'origin', accepted: true, requestFor: accept(() => originHeader) },
     { id: 'hs256', label: 'guard + HS256, fresh tokens', server: 'hs256', accepted: true, requestFor: accept(() => originHeader + bearer(hsFresh())) },
     { id: 'es256', label: 'guard + ES256, fresh tokens', server: 'es256', accepted: true, requestFor: accept(() => originHeader + bearer(esFresh())) },
-    { id: 'jose-hs256', label: 'reference: bare + jwtVerify hook, HS256', server: 'jose-hs256', accepted: true, requestFor: accept(() => originHeader + bearer(hsFresh())) },
-    { id: 'jose-es256', label: 'reference: bare + jwtVerify hook, ES256', server: 'jose-es256', accepted: true, requestFor: accept(() => originHeader + bearer(esFresh())) },
+    { id: 'jose-hs256', label: 'reference: bare + jwtVerify hook, HS256', server: 'jose-hs256', accepted: true, requestFor: accept(() => originHeader + bearer(hsFresh())), refusal: refuse(forgedHs!), peerOf: 'hs256' },
+    { id: 'jose-es256', label: 'reference: bare + jwtVerify hook, ES256', server: 'jose-es256', accepted: true, requestFor: accept(() => originHeader + bearer(esFresh())), refusal: refuse(forgedEs!), peerOf: 'es256' },
+    { id: 'fastify-jwt-hs256', label: 'peer: @fastify/jwt onRequest jwtVerify, HS256', server: 'fastify-jwt-hs256', accepted: true, requestFor: accept(() => originHeader + bearer(hsFresh())), refusal: refuse(forgedHs!), peerOf: 'hs256' },
+    { id: 'fastify-jwt-es256', label: 'peer: @fastify/jwt onRequest jwtVerify, ES256', server: 'fastify-jwt-es256', accepted: true, requestFor: accept(() => originHeader + bearer(esFresh())), refusal: refuse(forgedEs!), peerOf: 'es256' },
+    { id: 'socketio-hs256', label: 'peer: socket.io, io.use + jose, HS256', server: 'socketio-hs256', accepted: true, requestFor: () => socketIo(hsFresh(), 'connect'), refusal: socketIo(forgedHs!, 'refuse'), peerOf: 'hs256' },
     { id: 'es256-cached', label: 'guard + ES256, one token (cache hit)', server: 'es256', accepted: true, requestFor: accept(() => originHeader + bearer(reused!)) },
     { id: 'jwks', label: 'guard + JWKS (ES256), fresh tokens', server: 'jwks', accepted: true, requestFor: accept(() => originHeader + bearer(jwksFresh())) },
     { id: 'reject-origin', label: 'refused: bad origin (HS256 route)', server: 'hs256', accepted: false, requestFor: () => ({ headers: badOriginHeader + bearer(valid!), expectStatus: 403 }) },

@@ -106,6 +106,12 @@ async function measure (server: ServerProcess, kase: HandshakeCase<string>, coun
 export async function runHandshakeSuite<K extends string = ServerKey> (cases: ReadonlyArray<HandshakeCase<K>>, servers: ReadonlyMap<K, ServerProcess>, settings: HandshakeSettings, log: Log, externalCpu?: ExternalCpu): Promise<CaseResult[]> {
   const results = cases.map((kase): CaseResult => ({ id: kase.id, label: kase.label, accepted: kase.accepted, repetitions: [] }))
   for (const kase of cases) {
+    if (kase.refusal !== undefined) {
+      const refusal = kase.refusal
+      const check = await runHandshakes(servers.get(kase.server)!.port, 1, 1, () => refusal)
+      if (check.ok !== 1) throw new Error(`case ${kase.id}: the server did not refuse a forged token (${check.errorSamples.join('; ')}): it is not timed`)
+      log(`${kase.id}: a forged token is refused`)
+    }
     const warm = await runHandshakes(servers.get(kase.server)!.port, settings.warmup, settings.concurrency, kase.requestFor)
     log(`warm-up ${kase.id}: ${warm.ok}/${warm.count} ok${warm.errors > 0 ? `, errors: ${warm.errorSamples.join('; ')}` : ''}`)
     if (warm.ok === 0) throw new Error(`case ${kase.id} fails every handshake: ${warm.errorSamples.join('; ')}`)

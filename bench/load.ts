@@ -45,6 +45,47 @@ function closeFrame (): Buffer {
   return Buffer.from([0x88, 0x82, mask[0]!, mask[1]!, mask[2]!, mask[3]!, 0x03 ^ mask[0]!, 0xe8 ^ mask[1]!])
 }
 
+/** A masked text frame (the load generator's socket.io packets). */
+function maskedText (text: string): Buffer {
+  const payload = Buffer.from(text)
+  const mask = randomBytesFromPool(4)
+  const extended = payload.length < 126 ? 0 : 2
+  const frame = Buffer.allocUnsafe(6 + extended + payload.length)
+  frame[0] = 0x81
+  if (extended === 0) frame[1] = 0x80 | payload.length
+  else {
+    frame[1] = 0x80 | 126
+    frame.writeUInt16BE(payload.length, 2)
+  }
+  mask.copy(frame, 2 + extended)
+  for (let i = 0; i < payload.length; i++) frame[6 + extended + i] = payload[i]! ^ mask[i & 3]!
+  return frame
+}
+
+/** The complete text frames at the start of `data` (the server's frames are unmasked), and the bytes after them. */
+function textFramesIn (data: Buffer): { texts: string[], rest: Buffer } {
+  const texts: string[] = []
+  let offset = 0
+  while (data.length - offset >= 2) {
+    let length = data[offset + 1]! & 0x7f
+    let headLength = 2
+    if (length === 126) {
+      if (data.length - offset < 4) break
+      length = data.readUInt16BE(offset + 2)
+      headLength = 4
+    } else if (length === 127) {
+      if (data.length - offset < 10) break
+      length = Number(data.readBigUInt64BE(offset + 2))
+      headLength = 10
+    }
+    if (data.length - offset < headLength + length) break
+    const opcode = data[offset]! & 0x0f
+    texts.push(opcode === 0x1 ? data.toString('utf8', offset + headLength, offset + headLength + length) : `(opcode ${opcode})`)
+    offset += headLength + length
+  }
+  return { texts, rest: data.subarray(offset) }
+}
+
 /** A masked pong echoing a ping's payload. */
 function pongFrame (payload: Buffer): Buffer {
   const mask = randomBytesFromPool(4)
@@ -62,10 +103,21 @@ export interface HandshakeRequest {
   readonly headers: string
   /** 101, or the refusal's status (403 bad origin, 401 token missing or invalid). */
   readonly expectStatus: number
+  /** The request target; `/ws` by default. */
+  readonly path?: string
+  /**
+   * A socket.io connection: after the 101, engine.io's open packet, then the client's CONNECT
+   * packet (`40` and the auth object) and the server's answer, `40` (connected) or `44`
+   * (CONNECT_ERROR, what an `io.use` middleware's refusal sends).
+   */
+  readonly socketIo?: { readonly token: string, readonly expect: 'connect' | 'refuse' }
 }
 
-function requestText (port: number, key: string, extra: string): string {
-  return `GET /ws HTTP/1.1\r\nHost: ${host}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
+/** The engine.io WebSocket endpoint of a socket.io server (protocol 4, websocket transport only). */
+export const socketIoPath = '/socket.io/?EIO=4&transport=websocket'
+
+function requestText (port: number, key: string, extra: string, path = '/ws'): string {
+  return `GET ${path} HTTP/1.1\r\nHost: ${host}:${port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n` +
     `Sec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n${extra}\r\n`
 }
 
@@ -136,23 +188,51 @@ function handshake (port: number, request: HandshakeRequest, timeoutMs: number, 
   let head = ''
   let latency = -1
   let error: string | undefined
+  // socket.io only: the frames after the 101, until the answer to CONNECT.
+  let frames: Buffer | undefined
   socket.setTimeout(timeoutMs)
-  socket.on('connect', () => socket.write(requestText(port, key, request.headers)))
+  socket.on('connect', () => socket.write(requestText(port, key, request.headers, request.path)))
   socket.on('data', (chunk: Buffer) => {
+    if (frames !== undefined) return readSocketIo(chunk)
     // After the head: the server's close frame, or a refusal's body. Both just wait for the close.
     if (latency >= 0) return
     head += chunk.toString('latin1')
     const end = head.indexOf('\r\n\r\n')
     if (end === -1) return
-    latency = performance.now() - startedAt
     const verdict = checkHead(head.slice(0, end + 2), key, request.expectStatus)
     if (verdict.error !== undefined) {
+      latency = performance.now() - startedAt
       error = verdict.error
       socket.destroy()
-    } else if (verdict.status === 101) {
-      socket.write(closeFrame())
+    } else if (verdict.status === 101 && request.socketIo !== undefined) {
+      frames = Buffer.alloc(0)
+      readSocketIo(Buffer.from(head.slice(end + 4), 'latin1'))
+    } else {
+      latency = performance.now() - startedAt
+      if (verdict.status === 101) socket.write(closeFrame())
     }
   })
+  /** engine.io open (`0{...}`) → CONNECT with the token → `40` or `44`, then the close handshake. */
+  const readSocketIo = (chunk: Buffer): void => {
+    if (latency >= 0) return
+    const { texts, rest } = textFramesIn(frames!.length === 0 ? chunk : Buffer.concat([frames!, chunk]))
+    frames = rest
+    for (const text of texts) {
+      if (text.startsWith('0{')) {
+        socket.write(maskedText('40' + JSON.stringify({ token: request.socketIo!.token })))
+      } else if (text.startsWith('40') || text.startsWith('44')) {
+        latency = performance.now() - startedAt
+        const got = text.startsWith('40') ? 'connect' : 'refuse'
+        if (got !== request.socketIo!.expect) error = `socket.io ${got === 'connect' ? 'connected' : `refused: ${text.slice(2, 120)}`}, expected ${request.socketIo!.expect}`
+        socket.write(closeFrame())
+        return
+      } else {
+        error = `unexpected socket.io packet ${text.slice(0, 40)}`
+        socket.destroy()
+        return
+      }
+    }
+  }
   socket.on('timeout', () => {
     error ??= latency < 0 ? 'timeout waiting for the response' : 'timeout waiting for the server to close'
     socket.destroy()

@@ -6,12 +6,15 @@ export interface ServerConfig {
    * `bare`: @fastify/websocket alone; `guard`: the built plugin; `timer`: bare plus the naive
    * heartbeat (one `setInterval` per connection), the reference the timer wheel is held against;
    * `jose`: bare plus a naive async `onRequest` hook that reads the Bearer header and awaits
-   * `jose.jwtVerify`, the floor any jose-based guard stands on.
+   * `jose.jwtVerify`, the floor any jose-based guard stands on. The peers, what an app would use
+   * instead: `fastify-jwt` is bare plus @fastify/jwt and an `onRequest` hook awaiting
+   * `request.jwtVerify()`; `socketio` is a socket.io server on the same Fastify server, its
+   * `io.use` middleware verifying `socket.handshake.auth.token` with jose.
    */
-  readonly kind: 'bare' | 'guard' | 'timer' | 'jose'
+  readonly kind: 'bare' | 'guard' | 'timer' | 'jose' | 'fastify-jwt' | 'socketio'
   /** Guard only: the allowed origins. */
   readonly origins?: readonly string[]
-  /** Guard and jose: how tokens are verified; none for the origin-only guard. */
+  /** Guard, jose and the peers: how tokens are verified; none for the origin-only guard. */
   readonly auth?: { readonly secret: string } | { readonly publicKey: string } | { readonly jwksUrl: string }
   /**
    * Guard only: the heartbeat option (`undefined` keeps the plugin's default, 30 s pings). The

@@ -231,6 +231,63 @@ export function referenceTable (comparisons: readonly ReferenceComparison[]): st
   return table(rows)
 }
 
+/** A guard case and the peers set beside it, each paired repetition by repetition with bare and with the guard. */
+export interface PeerRow {
+  readonly id: string
+  readonly label: string
+  /** The guard case it is compared with; itself for the guard's own row. */
+  readonly guard: string
+  readonly perSecond: Spread
+  readonly perSecondVsBare: Spread
+  readonly perSecondVsGuard: Spread
+  readonly cpuUs: Spread
+  readonly cpuVsBare: Spread
+  readonly cpuVsGuard: Spread
+}
+
+/** "What you would use instead": each guard case that has peers, then its peers. */
+export function comparePeers (handshakes: readonly CaseResult[], peerOf: ReadonlyMap<string, string>): PeerRow[] {
+  const rows: PeerRow[] = []
+  const guards = [...new Set(peerOf.values())]
+  for (const guardId of guards) {
+    const guard = handshakes.find((result) => result.id === guardId)
+    if (guard?.summary === undefined) continue
+    const peers = handshakes.filter((result) => peerOf.get(result.id) === guardId && result.summary !== undefined)
+    if (peers.length === 0) continue
+    for (const result of [guard, ...peers]) {
+      const s = result.summary!
+      rows.push({
+        id: result.id,
+        label: result.label,
+        guard: guardId,
+        perSecond: s.perSecond,
+        perSecondVsBare: s.perSecondRatio,
+        perSecondVsGuard: paired(handshakes, result.id, guardId, 'perSecond')!,
+        cpuUs: s.cpuUs,
+        cpuVsBare: s.cpuRatio,
+        cpuVsGuard: paired(handshakes, result.id, guardId, 'cpuUs')!
+      })
+    }
+  }
+  return rows
+}
+
+export function peerTable (rows: readonly PeerRow[]): string {
+  const lines: string[][] = [['case', 'handshakes/s (min–max)', 'x bare', 'x guard', 'server µs/hs (min–max)', 'x bare', 'x guard']]
+  for (const row of rows) {
+    lines.push([
+      row.id === row.guard ? row.label : `  ${row.label}`,
+      intSpread(row.perSecond),
+      fixedSpread(row.perSecondVsBare, 2),
+      row.id === row.guard ? '' : fixedSpread(row.perSecondVsGuard, 2),
+      intSpread(row.cpuUs),
+      fixedSpread(row.cpuVsBare, 2),
+      row.id === row.guard ? '' : fixedSpread(row.cpuVsGuard, 2)
+    ])
+  }
+  return table(lines)
+}
+
 function verdict (checks: readonly BudgetCheck[], id: string): string {
   const mine = checks.filter((check) => check.id === id)
   if (mine.length === 0) return ''

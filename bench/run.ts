@@ -20,7 +20,7 @@ import { runIdleCase, runPingPair, type IdleResult, type PingPairResult } from '
 import { runMessageSuite, type MessageResult } from './messages.js'
 import { runProfiles } from './profile.js'
 import { redisAvailable, redisServerPath } from './redis-server.js'
-import { budgetTable, checkBudgets, compareToJose, fanoutTable, fleetTable, handshakeTable, idleTable, messageTable, pingPairLine, referenceTable } from './report.js'
+import { budgetTable, checkBudgets, comparePeers, compareToJose, fanoutTable, fleetTable, handshakeTable, idleTable, messageTable, peerTable, pingPairLine, referenceTable } from './report.js'
 import { int } from './stats.js'
 
 const usage = `Usage: npm run bench -- [options]
@@ -30,8 +30,9 @@ const usage = `Usage: npm run bench -- [options]
   --check              exit with 1 when a budget fails
   --save FILE          also write the JSON results to FILE
   --cases a,b          handshake cases to run (ids: bare, origin, hs256, jose-hs256, es256, jose-es256,
-                       es256-cached, jwks, reject-origin, reject-missing, reject-badsig); bare is always
-                       added; jose-*: the reference, bare plus a naive jwtVerify onRequest hook
+                       es256-cached, jwks, reject-origin, reject-missing, reject-badsig, fastify-jwt-hs256,
+                       fastify-jwt-es256, socketio-hs256); bare is always added; jose-*: the reference,
+                       bare plus a naive jwtVerify onRequest hook; fastify-jwt-*, socketio-*: the peers
   --idle a,b           idle cases to run (idle-bare, idle-guard, idle-guard-hs256, idle-timer,
                        ping-guard, ping-timer); idle-bare is always added
   --only a,b           run only these sections: handshakes, messages, fleet, idle
@@ -193,7 +194,7 @@ async function main (): Promise<void> {
     (placement.pinned ? `servers on CPU ${placement.serverCpu}, load generator on CPU ${placement.clientCpu}` : 'not pinned (no taskset or one CPU)') +
     `; file descriptors: ${process.env.WS_GUARD_BENCH_LOADGEN === '1' ? 'raised' : 'as inherited'}`)
 
-  const caseIds = ['bare', 'origin', 'hs256', 'jose-hs256', 'es256', 'jose-es256', 'es256-cached', 'jwks', 'reject-origin', 'reject-missing', 'reject-badsig']
+  const caseIds = ['bare', 'origin', 'hs256', 'jose-hs256', 'fastify-jwt-hs256', 'socketio-hs256', 'es256', 'jose-es256', 'fastify-jwt-es256', 'es256-cached', 'jwks', 'reject-origin', 'reject-missing', 'reject-badsig']
   const idleIds = ['idle-bare', 'idle-guard', 'idle-guard-hs256', 'idle-timer', 'ping-guard', 'ping-timer']
   const perCase = settings.warmup + settings.repetitions * settings.handshakes
   const fixtures = await prepareFixtures(perCase, settings.connections, settings.warmup)
@@ -280,9 +281,10 @@ async function main (): Promise<void> {
 
     const checks = checkBudgets(handshakes, idle, pingPair, { messages, fleet })
     const joseFloor = compareToJose(handshakes)
+    const peers = comparePeers(handshakes, new Map(fixtures.handshakeCases.flatMap((kase) => kase.peerOf === undefined ? [] : [[kase.id, kase.peerOf] as const])))
     host.loadAverageAtEnd = loadavg().map((value) => Number(value.toFixed(2)))
     const durationS = Math.round((Date.now() - started) / 1000)
-    const json = JSON.stringify({ mode, machine: host, settings, durationS, handshakes, messages, fleet, idle, pingPair, budgets: checks, joseFloor, jwksRequests: fixtures.jwks.requests() }, null, 2) + '\n'
+    const json = JSON.stringify({ mode, machine: host, settings, durationS, handshakes, messages, fleet, idle, pingPair, budgets: checks, joseFloor, peers, jwksRequests: fixtures.jwks.requests() }, null, 2) + '\n'
     if (args.save !== undefined) writeFileSync(args.save, json)
     if (args.json) {
       process.stdout.write(json)
@@ -321,6 +323,11 @@ async function main (): Promise<void> {
       if (pingPair !== undefined) out.push('', pingPairLine(pingPair))
       if (joseFloor.length > 0) {
         out.push('', 'What jose alone costs: the naive jwtVerify hook against the guard, server CPU medians', '', referenceTable(joseFloor))
+      }
+      if (peers.length > 0) {
+        out.push('', 'What you would use instead: the same fresh tokens through @fastify/jwt, socket.io and the naive jose hook, from the handshake run above; ' +
+          'x bare and x guard: paired with bare, and with the guard\'s case of the same algorithm, in the same repetition (x guard > 1: more handshakes/s, or more CPU, than the guard)',
+        '', peerTable(peers))
       }
       out.push('', 'Budgets', '', budgetTable(checks))
       process.stdout.write(out.join('\n') + '\n')

@@ -8,12 +8,14 @@ import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { monitorEventLoopDelay, PerformanceObserver } from 'node:perf_hooks'
 import { writeHeapSnapshot } from 'node:v8'
+import fastifyJwt from '@fastify/jwt'
 import websocket from '@fastify/websocket'
 import Fastify, { type FastifyInstance } from 'fastify'
 import wsGuard, { type WsGuardOptions } from 'fastify-ws-guard'
 import { RedisStore } from 'fastify-ws-guard/redis'
 import { importSPKI, jwtVerify } from 'jose'
 import { createClient } from 'redis'
+import { Server as SocketIoServer } from 'socket.io'
 import type { WebSocket } from 'ws'
 import { cpuDelta, type CpuSample, type HeapReply, type LoopReply, type MemoryReply, type ReadyMessage, type RevokeReply, type SampleReply, type ServerConfig, type ServerRequest } from './protocol.js'
 
@@ -38,9 +40,7 @@ function perConnectionTimer (socket: WebSocket, interval: number): void {
 
 /** The reference: what a hand-written jose check in an async onRequest hook costs. */
 async function addNaiveJoseHook (app: FastifyInstance): Promise<void> {
-  const auth = config.auth!
-  const key = 'secret' in auth ? new TextEncoder().encode(auth.secret) : 'publicKey' in auth ? await importSPKI(auth.publicKey, 'ES256') : undefined
-  if (key === undefined) throw new Error('the jose reference takes a secret or a public key')
+  const key = await joseKey()
   app.addHook('onRequest', async (request, reply) => {
     const token = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1]
     try {
@@ -51,9 +51,45 @@ async function addNaiveJoseHook (app: FastifyInstance): Promise<void> {
   })
 }
 
+/** The key jose verifies with: the HMAC secret's bytes, or the imported ES256 public key. */
+async function joseKey (): Promise<Uint8Array | CryptoKey> {
+  const auth = config.auth
+  if (auth !== undefined && 'secret' in auth) return new TextEncoder().encode(auth.secret)
+  if (auth !== undefined && 'publicKey' in auth) return await importSPKI(auth.publicKey, 'ES256')
+  throw new Error(`${config.kind} takes a secret or a public key`)
+}
+
+/** A peer: @fastify/jwt, verifying the Bearer header in an onRequest hook. */
+async function addFastifyJwt (app: FastifyInstance): Promise<void> {
+  const auth = config.auth
+  if (auth !== undefined && 'secret' in auth) await app.register(fastifyJwt, { secret: auth.secret })
+  else if (auth !== undefined && 'publicKey' in auth) await app.register(fastifyJwt, { secret: { public: auth.publicKey }, verify: { algorithms: ['ES256'] } })
+  else throw new Error('fastify-jwt takes a secret or a public key')
+  // A rejection is @fastify/jwt's own 401 (FST_JWT_AUTHORIZATION_TOKEN_INVALID and kin).
+  app.addHook('onRequest', async (request) => { await request.jwtVerify() })
+}
+
+/** A peer: socket.io on the app's server, websocket transport only, jose in an io.use middleware. */
+async function addSocketIo (app: FastifyInstance): Promise<SocketIoServer> {
+  const key = await joseKey()
+  const io = new SocketIoServer(app.server, { transports: ['websocket'], serveClient: false })
+  io.use((socket, next) => {
+    const token: unknown = socket.handshake.auth.token
+    jwtVerify(typeof token === 'string' ? token : '', key).then(() => next(), () => next(new Error('unauthorized')))
+  })
+  io.on('connection', (socket) => {
+    socket.on('message', (data: unknown) => socket.emit('message', data))
+  })
+  return io
+}
+
+let io: SocketIoServer | undefined
+
 async function build (): Promise<FastifyInstance> {
   const app = Fastify({ logger: false })
-  if (config.kind === 'guard') {
+  if (config.kind === 'socketio') {
+    io = await addSocketIo(app)
+  } else if (config.kind === 'guard') {
     const options: WsGuardOptions = { origins: config.origins ?? ['https://app.example.com'] }
     if (config.auth !== undefined) options.auth = { ...config.auth }
     if (config.heartbeat !== undefined) options.heartbeat = config.heartbeat
@@ -74,6 +110,7 @@ async function build (): Promise<FastifyInstance> {
   } else {
     await app.register(websocket)
     if (config.kind === 'jose') await addNaiveJoseHook(app)
+    if (config.kind === 'fastify-jwt') await addFastifyJwt(app)
     const interval = config.timerInterval
     app.get('/ws', { websocket: true }, (socket) => {
       echo(socket)
@@ -183,7 +220,7 @@ async function handle (message: ServerRequest): Promise<unknown> {
 }
 
 function openCount (): number {
-  return app.websocketServer.clients.size
+  return io === undefined ? app.websocketServer.clients.size : io.engine.clientsCount
 }
 
 async function collect (): Promise<void> {
