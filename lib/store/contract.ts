@@ -40,8 +40,9 @@ export interface StoreListener {
   /** A control message from any instance, this one included. */
   message: (message: ControlMessage) => void
   /**
-   * The store is reachable (again): the guard re-adds its live leases and reloads the
-   * revocations, whatever was lost or missed while it was away.
+   * The store answers commands (again): the guard re-adds its live leases and reloads the
+   * revocations, whatever was lost or missed while it was away. Disconnect messages sent
+   * meanwhile are not replayed.
    */
   available: () => void
   /** The store went away; handshakes that need it follow `onStoreError`. */
@@ -58,7 +59,10 @@ export interface ConnectionStore {
   readonly leaseTtl: number
   /** Takes a slot under `lease.key` unless `limit` live leases hold it; says whether it did. */
   acquire: (lease: Lease, limit: number) => boolean | Promise<boolean>
-  /** Extends live leases by `leaseTtl`, re-adding any the store lost. Called in batches. */
+  /**
+   * Extends live leases by `leaseTtl`, re-adding any the store lost, whatever the limit: after
+   * a store lost its data, a user may hold more than the limit until leases lapse. Called in batches.
+   */
   renew: (leases: readonly Lease[]) => void | Promise<void>
   release: (lease: Lease) => void | Promise<void>
   /** Live leases under `key`, fleet-wide. */
@@ -67,6 +71,9 @@ export interface ConnectionStore {
   publish: (message: ControlMessage) => void | Promise<void>
   /** The revocations still in force. */
   revocations: () => readonly Revocation[] | Promise<readonly Revocation[]>
-  /** Starts delivering to `listener`; resolves with the way to stop (at `app.close()`). */
+  /**
+   * Starts delivering to `listener`; resolves with the way to stop (at `app.close()`). Rejects
+   * when the store cannot be reached at all: the app does not start without it.
+   */
   listen: (listener: StoreListener) => Promise<() => Promise<void>>
 }
