@@ -15,19 +15,23 @@ const root = resolve(import.meta.dirname, '../..')
 
 const consumer = `import Fastify from 'fastify'
 import wsGuard, { TokenInvalidError, type GuardErrorCode, type WsGuardOptions } from 'fastify-ws-guard'
-import { bearerProtocols } from 'fastify-ws-guard/client'
+import { bearerProtocols, connect } from 'fastify-ws-guard/client'
+import { RedisStore, type RedisStoreOptions } from 'fastify-ws-guard/redis'
 
+// A fleet store takes a connected client; without one, the memory default counts.
+declare const redisOptions: RedisStoreOptions | undefined
 const options: WsGuardOptions = {
   origins: ['https://app.example.com'],
   // Unset variables are undefined: exactOptionalPropertyTypes must accept them.
   auth: { secret: process.env.WS_SECRET, audience: process.env.WS_AUDIENCE },
-  maxConnectionsPerUser: undefined
+  maxConnectionsPerUser: undefined,
+  store: redisOptions === undefined ? undefined : new RedisStore(redisOptions)
 }
 const app = Fastify()
 await app.register(wsGuard, options)
 app.wsRoute('/chat', (socket, request) => { socket.send(String(request.wsUser?.sub)) })
 const code: GuardErrorCode = new TokenInvalidError('x').code
-console.log(code, bearerProtocols('a.b.c', 'chat.v1'))
+console.log(code, bearerProtocols('a.b.c', 'chat.v1'), typeof connect, await app.wsGuard.count({ sub: 'alice' }))
 `
 
 const tsconfig = {
@@ -50,7 +54,7 @@ test('the packed tarball installs, imports, runs and type-checks on its own', as
   const { stdout } = await run('npm', ['pack', '--ignore-scripts', '--json', '--pack-destination', dir], { cwd: root })
   const [packed] = JSON.parse(stdout) as Array<{ filename: string, files: Array<{ path: string }> }>
   const files = packed!.files.map((file) => file.path)
-  for (const needed of ['dist/index.js', 'dist/index.d.ts', 'dist/client.js', 'dist/client.d.ts', 'dist/testing.js', 'dist/testing.d.ts', 'dist/lib/doctor/cli.js', 'README.md', 'CHANGELOG.md', 'package.json']) {
+  for (const needed of ['dist/index.js', 'dist/index.d.ts', 'dist/client.js', 'dist/client.d.ts', 'dist/testing.js', 'dist/testing.d.ts', 'dist/redis.js', 'dist/redis.d.ts', 'dist/lib/doctor/cli.js', 'README.md', 'CHANGELOG.md', 'package.json']) {
     t.ok(files.includes(needed), `the tarball holds ${needed}`)
   }
   t.same(files.filter((file) => /^dist\/(example|bench|fuzz|test)\/|\.map$|^(lib|test|bench|example)\/|\.ts$/.test(file) && !file.endsWith('.d.ts')), [], 'and nothing users do not need')
@@ -63,13 +67,15 @@ test('the packed tarball installs, imports, runs and type-checks on its own', as
     const main = await import('fastify-ws-guard')
     const client = await import('fastify-ws-guard/client')
     const testing = await import('fastify-ws-guard/testing')
-    console.log(JSON.stringify({ main: Object.keys(main).sort(), client: Object.keys(client), testing: Object.keys(testing) }))
+    const redis = await import('fastify-ws-guard/redis')
+    console.log(JSON.stringify({ main: Object.keys(main).sort(), client: Object.keys(client), testing: Object.keys(testing), redis: Object.keys(redis).sort() }))
   `], { cwd: dir })
-  const entries = JSON.parse(imported.stdout) as { main: string[], client: string[], testing: string[] }
+  const entries = JSON.parse(imported.stdout) as { main: string[], client: string[], testing: string[], redis: string[] }
   for (const name of ['default', 'fastifyWsGuard', 'MemoryStore', 'channels', 'requestSerializer', 'redactQueryTokens', 'TokenInvalidError']) {
     t.ok(entries.main.includes(name), `fastify-ws-guard exports ${name}`)
   }
-  t.same(entries.client, ['bearerProtocols'], 'fastify-ws-guard/client exports bearerProtocols')
+  t.same(entries.client.sort(), ['bearerProtocols', 'connect'], 'fastify-ws-guard/client exports bearerProtocols and connect')
+  t.ok(entries.redis.includes('RedisStore') && entries.redis.includes('ioredisClient'), 'fastify-ws-guard/redis exports RedisStore and ioredisClient, without the redis package installed')
   t.same(entries.testing, ['injectGuarded'], 'fastify-ws-guard/testing exports injectGuarded')
 
   const cli = join(dir, 'node_modules/.bin/fastify-ws-guard')
