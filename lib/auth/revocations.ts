@@ -37,11 +37,27 @@ export class RevocationList {
     this.#pruneAt = Math.max(1024, this.size * 2)
   }
 
-  /** Replaces the whole copy: what the store holds is the truth after an outage. */
-  load (revocations: readonly Revocation[]): void {
-    this.#tokens.clear()
-    this.#subjects.clear()
-    for (const revocation of revocations) this.add(revocation)
+  /**
+   * Takes in what the store holds, and returns the revocations in force that only this copy
+   * holds: those the store lost (Redis restarted empty) or never got (a `revoke()` made while
+   * it was away), for the guard to give back. A revocation is never dropped before its `until`.
+   */
+  merge (stored: readonly Revocation[], now = Date.now() / 1000): Revocation[] {
+    const storedTokens = new Set<string>()
+    const storedSubjects = new Map<string, number>()
+    for (const revocation of stored) {
+      this.add(revocation)
+      if ('jti' in revocation) storedTokens.add(revocation.jti)
+      else storedSubjects.set(revocation.sub, Math.max(revocation.issuedBefore, storedSubjects.get(revocation.sub) ?? -Infinity))
+    }
+    const missing: Revocation[] = []
+    for (const [jti, until] of this.#tokens) {
+      if (until > now && !storedTokens.has(jti)) missing.push({ jti, until })
+    }
+    for (const [sub, { issuedBefore, until }] of this.#subjects) {
+      if (until > now && (storedSubjects.get(sub) ?? -Infinity) < issuedBefore) missing.push({ sub, issuedBefore, until })
+    }
+    return missing
   }
 
   /**

@@ -53,13 +53,17 @@ export class SessionControl {
     this.#revocationTtl = revocationTtl
   }
 
-  /** At registration: the revocations in force, then the control channel. */
+  /** At registration: the control channel, then the revocations in force, before the first handshake. */
   async start (): Promise<void> {
+    let started = false
     this.#stopListening = await this.#store.listen({
       message: (message) => this.#receive(message),
-      available: () => this.#resync(),
+      // The first load is awaited below; later ones follow outages.
+      available: () => { if (started) this.#resync() },
       unavailable: (err) => this.#health.lost(err)
     })
+    await this.#syncRevocations()
+    started = true
     this.#leases.startRenewing()
   }
 
@@ -121,14 +125,18 @@ export class SessionControl {
     }
   }
 
-  /** The store is back (or there at last): give it the leases it lost, take the revocations it kept. */
+  /** The store is back: give it the leases it lost, and exchange revocations with it. */
   #resync (): void {
     this.#health.back()
     this.#leases.renewAll()
-    Promise.resolve().then(() => this.#store.revocations()).then((revocations) => {
-      this.#revocations.load(revocations)
-      this.#closeRevoked()
-    }, (err: unknown) => this.#health.lost(err))
+    this.#syncRevocations().catch((err: unknown) => this.#health.lost(err))
+  }
+
+  /** Takes the store's revocations in, and gives back those in force it lost or never got. */
+  async #syncRevocations (): Promise<void> {
+    const missing = this.#revocations.merge(await this.#store.revocations())
+    this.#closeRevoked()
+    for (const revocation of missing) await this.#store.publish({ type: 'revoke', from: this.#leases.instanceId, revocation })
   }
 
   #closeMatching (match: (connection: Connection) => boolean, code: number, reason: string): number {
