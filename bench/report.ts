@@ -20,6 +20,11 @@ export interface BudgetCheck {
 
 /** Handshakes/s as a ratio to bare, at least. */
 const throughputBudgets: Record<string, number> = { hs256: 0.85, es256: 0.70, 'es256-cached': 0.95 }
+
+/** Case id → the smallest handshakes/s ratio to bare its budget allows (for the chart). */
+export function handshakeRatioBudgets (): ReadonlyMap<string, number> {
+  return new Map(Object.entries(throughputBudgets))
+}
 /** Server CPU per refused handshake as a ratio to an accepted bare one, at most. */
 const refusalBudgets: Record<string, number> = { 'reject-origin': 0.5, 'reject-missing': 0.5 }
 /** Extra RSS per idle guarded connection over bare, at most. */

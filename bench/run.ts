@@ -8,7 +8,7 @@
 import { spawn } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { cpus, loadavg, release, tmpdir, totalmem } from 'node:os'
-import { join } from 'node:path'
+import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parseArgs } from 'node:util'
 import { prepareFixtures, type ServerKey } from './cases.js'
@@ -20,7 +20,8 @@ import { runIdleCase, runPingPair, type IdleResult, type PingPairResult } from '
 import { runMessageSuite, type MessageResult } from './messages.js'
 import { runProfiles } from './profile.js'
 import { redisAvailable, redisServerPath } from './redis-server.js'
-import { budgetTable, checkBudgets, comparePeers, compareToJose, fanoutTable, fleetTable, handshakeTable, idleTable, messageTable, peerTable, pingPairLine, referenceTable } from './report.js'
+import { budgetTable, checkBudgets, comparePeers, compareToJose, fanoutTable, fleetTable, handshakeRatioBudgets, handshakeTable, idleTable, messageTable, peerTable, pingPairLine, referenceTable } from './report.js'
+import { renderChart } from './svg.js'
 import { int } from './stats.js'
 
 const usage = `Usage: npm run bench -- [options]
@@ -29,6 +30,8 @@ const usage = `Usage: npm run bench -- [options]
   --json               print the results as JSON on stdout (progress goes to stderr)
   --check              exit with 1 when a budget fails
   --save FILE          also write the JSON results to FILE
+  --svg FILE           write a chart of the run (handshake ratios to bare, memory per idle connection)
+                       to FILE (full mode: docs/bench.svg unless given; quick mode: none unless given)
   --cases a,b          handshake cases to run (ids: bare, origin, hs256, jose-hs256, es256, jose-es256,
                        es256-cached, jwks, reject-origin, reject-missing, reject-badsig, fastify-jwt-hs256,
                        fastify-jwt-es256, socketio-hs256); bare is always added; jose-*: the reference,
@@ -63,6 +66,7 @@ const { values: args } = parseArgs({
     json: { type: 'boolean', default: false },
     check: { type: 'boolean', default: false },
     save: { type: 'string' },
+    svg: { type: 'string' },
     cases: { type: 'string' },
     idle: { type: 'string' },
     'skip-handshakes': { type: 'boolean', default: false },
@@ -286,6 +290,21 @@ async function main (): Promise<void> {
     const durationS = Math.round((Date.now() - started) / 1000)
     const json = JSON.stringify({ mode, machine: host, settings, durationS, handshakes, messages, fleet, idle, pingPair, budgets: checks, joseFloor, peers, jwksRequests: fixtures.jwks.requests() }, null, 2) + '\n'
     if (args.save !== undefined) writeFileSync(args.save, json)
+    // Relative to the working directory when given; the default is the repository's docs/.
+    const svgFile = args.svg !== undefined ? resolve(args.svg) : mode === 'full' ? fileURLToPath(new URL('../../docs/bench.svg', import.meta.url)) : undefined
+    if (svgFile !== undefined && (handshakes.length > 0 || idle.length > 0 || fleet !== undefined)) {
+      mkdirSync(dirname(svgFile), { recursive: true })
+      writeFileSync(svgFile, renderChart({
+        subtitle: `${mode} mode, ${host.cpuModel as string}, ${host.cpus as number} CPUs, Node ${process.version}; ${settings.repetitions} repetitions of ${int(settings.handshakes)} handshakes per case, ` +
+          `${int(settings.connections)} idle connections`,
+        handshakes,
+        fleet,
+        idle,
+        budgets: handshakeRatioBudgets(),
+        peers: new Set(fixtures.handshakeCases.filter((kase) => kase.peerOf !== undefined).map((kase) => kase.id))
+      }))
+      log(`chart written to ${svgFile}`)
+    }
     if (args.json) {
       process.stdout.write(json)
     } else {
