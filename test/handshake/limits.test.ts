@@ -3,7 +3,7 @@ import { setTimeout as sleep } from 'node:timers/promises'
 import { test, type Test } from 'tap'
 import type { FastifyInstance } from 'fastify'
 import type WebSocket from 'ws'
-import wsGuard, { MemoryStore, type ConnectionStore, type WsGuardOptions } from '../../index.js'
+import wsGuard, { MemoryStore, type ConnectionStore, type Lease, type WsGuardOptions } from '../../index.js'
 import { startApp } from '../helpers/app.js'
 import { openClient, tryConnect, whenClosed, type Outcome } from '../helpers/clients.js'
 import { handshake, rawConnect } from '../helpers/raw.js'
@@ -69,8 +69,8 @@ test('a route overrides maxConnectionsPerUser; the per-user count spans routes',
 })
 
 /**
- * One connection of alice under `maxConnections: 1, maxConnectionsPerUser: 1`, with the
- * counts in a MemoryStore the test can read. Messages tell the handler to close or terminate.
+ * One connection of alice under `maxConnections: 1, maxConnectionsPerUser: 1`, with her lease
+ * in a MemoryStore the test can read. Messages tell the handler to close or terminate.
  */
 async function limitedApp (t: Test, extra: WsGuardOptions = {}): Promise<{ app: FastifyInstance, url: (path: string) => string, store: MemoryStore, held: () => number[] }> {
   const store = new MemoryStore()
@@ -84,15 +84,22 @@ async function limitedApp (t: Test, extra: WsGuardOptions = {}): Promise<{ app: 
     })
     app.wsRoute('/throws', () => { throw new Error('handler failed') })
   })
-  return { app, url, store, held: () => [store.count('connections'), store.count('user:alice')] }
+  // The open connections, and alice's leases in the store.
+  return { app, url, store, held: () => [app.wsGuard.stats().open, store.count('user:alice')] }
 }
 
+/**
+ * Both limits are free again: alice's lease is gone from the store and she connects again
+ * (the process's one place was free); then bob is refused (the place is taken again: the
+ * count did not go below zero).
+ */
 async function assertReleased (t: Test, app: Awaited<ReturnType<typeof limitedApp>>): Promise<void> {
-  await waitFor(() => app.held().every((count) => count === 0), 'the counts to be released')
-  t.same(app.held(), [0, 0], 'the process and user counts are released')
+  await waitFor(() => app.held().every((count) => count === 0), 'the lease and the connection to be released')
+  t.same(app.held(), [0, 0], 'no connection open, no lease held')
   const next = await openClient(t, app.url('/ws'), [], await user('alice'))
   t.equal(next.readyState, next.OPEN, 'alice can connect again')
   t.same(app.held(), [1, 1], 'and is counted again')
+  assertLimitRefusal(t, await tryConnect(app.url('/ws'), [], await user('bob')), 503, 'FST_WS_GUARD_TOO_MANY_CONNECTIONS')
 }
 
 const endings: Array<[string, (client: WebSocket) => void | Promise<unknown>, string?]> = [
@@ -121,6 +128,7 @@ test('limits are released when the handler throws', async (t) => {
   const app = await limitedApp(t)
   const outcome = await tryConnect(app.url('/throws'), [], await user('alice'))
   if (outcome.kind === 'open') await whenClosed(outcome.socket)
+  t.equal(app.app.wsGuard.stats().accepted, 1, 'the connection was accepted before the handler threw')
   await assertReleased(t, app)
 })
 
@@ -132,6 +140,49 @@ test('limits are released on app.close()', async (t) => {
   await app.app.close()
   t.equal((await closed).code, 1001, 'closed by the shutdown')
   t.same(app.held(), [0, 0], 'released by the time close() resolves')
+})
+
+test('the user limit lives in the store: two apps sharing it share each user\'s count; maxConnections stays per process', async (t) => {
+  const store = new MemoryStore()
+  const start = async (): Promise<Awaited<ReturnType<typeof startApp>>> => await startApp(t, async (app) => {
+    await app.register(wsGuard, { auth: { secret }, maxConnections: 2, maxConnectionsPerUser: 2, store })
+    app.wsRoute('/ws', () => {})
+  })
+  const a = await start()
+  const b = await start()
+  await openClient(t, a.url('/ws'), [], await user('alice'))
+  const second = await openClient(t, b.url('/ws'), [], await user('alice'))
+  t.equal(store.count('user:alice'), 2, 'one lease per connection, whichever app took it')
+  assertLimitRefusal(t, await tryConnect(a.url('/ws'), [], await user('alice')), 429, 'FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS')
+  assertLimitRefusal(t, await tryConnect(b.url('/ws'), [], await user('alice')), 429, 'FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS')
+  await openClient(t, a.url('/ws'), [], await user('bob'))
+  assertLimitRefusal(t, await tryConnect(a.url('/ws'), [], await user('carol')), 503, 'FST_WS_GUARD_TOO_MANY_CONNECTIONS')
+  await openClient(t, b.url('/ws'), [], await user('carol'))
+  t.equal(b.app.wsGuard.stats().open, 2, 'the other app has its own places')
+  second.close()
+  await waitFor(() => store.count('user:alice') === 1, 'alice\'s lease on b to be released')
+  assertLimitRefusal(t, await tryConnect(a.url('/ws'), [], await user('dave')), 503, 'FST_WS_GUARD_TOO_MANY_CONNECTIONS')
+  await openClient(t, b.url('/ws'), [], await user('alice'))
+  t.equal(store.count('user:alice'), 2, 'her freed slot is taken again')
+  t.equal(await a.app.wsGuard.count({ sub: 'alice' }), 2, 'count() reads the store')
+})
+
+test('a route without a per-user limit still takes a lease: count() sees every connection', async (t) => {
+  const store = new MemoryStore()
+  const { app, url } = await startApp(t, async (app) => {
+    await app.register(wsGuard, { auth: { secret }, store })
+    app.wsRoute('/ws', () => {})
+    app.wsRoute('/public', { config: { wsGuard: { auth: false } } }, () => {})
+  })
+  const client = await openClient(t, url('/ws'), [], await user('alice'))
+  await openClient(t, url('/ws'), [], await user('alice'))
+  await openClient(t, url('/ws'), [], bearer(await mint(secretBytes)))
+  await openClient(t, url('/public'))
+  t.equal(store.count('user:alice'), 2, 'two leases for alice, without a limit')
+  t.equal(await app.wsGuard.count({ sub: 'alice' }), 2)
+  t.equal(app.wsGuard.stats().open, 4, 'a token without sub and a public route connect without a lease')
+  client.close()
+  await waitFor(() => store.count('user:alice') === 1, 'the lease to be released on close')
 })
 
 /** A raw handshake with alice's token, and the TCP socket it went out on. */
@@ -162,69 +213,85 @@ test('a client vanishing while an async authorize is pending leaves no count beh
   await sleep(50)
   t.equal(calls, 0, 'the handler never ran')
   t.equal(app.wsGuard.stats().accepted, 0, 'nothing was accepted')
-  t.equal(store.count('connections') + store.count('user:alice'), 0, 'nothing is counted')
+  t.equal(store.count('user:alice'), 0, 'no lease is held')
   await openClient(t, url('/ws'), [], await user('alice'))
-  t.equal(calls, 1, 'alice connects next time')
+  t.equal(calls, 1, 'alice connects next time: the process place was given back')
+  t.equal(store.count('user:alice'), 1, 'with one lease')
 })
 
-/** A store that answers asynchronously and logs its calls; `hold` makes acquire wait for the test. */
-function asyncStore (): ConnectionStore & { log: string[], hold: boolean, proceed: () => void } {
-  const counts = new Map<string, number>()
+/**
+ * A store of the ConnectionStore contract that answers asynchronously and logs its calls;
+ * `hold` makes acquire wait for the test. The leases are kept in a MemoryStore.
+ */
+function asyncStore (): ConnectionStore & { log: string[], ids: string[], hold: boolean, proceed: () => void, inner: MemoryStore } {
+  const inner = new MemoryStore()
   let waiting: Array<() => void> = []
   const store = {
+    leaseTtl: Infinity,
+    inner,
     log: [] as string[],
+    ids: [] as string[],
     hold: false,
     proceed: () => {
       for (const resume of waiting) resume()
       waiting = []
     },
-    async acquire (key: string, limit: number): Promise<boolean> {
-      store.log.push(`acquire ${key} ${limit}`)
+    async acquire (lease: Lease, limit: number): Promise<boolean> {
+      store.log.push(`acquire ${lease.key} ${limit}`)
+      store.ids.push(lease.id)
       if (store.hold) await new Promise<void>((resolve) => waiting.push(resolve))
       await sleep(5)
-      const count = counts.get(key) ?? 0
-      if (count >= limit) return false
-      counts.set(key, count + 1)
-      return true
+      return inner.acquire(lease, limit)
     },
-    async release (key: string): Promise<void> {
-      store.log.push(`release ${key}`)
+    async release (lease: Lease): Promise<void> {
+      store.log.push(`release ${lease.key}`)
+      store.ids.push(lease.id)
       await sleep(5)
-      counts.set(key, (counts.get(key) ?? 1) - 1)
-    }
+      inner.release(lease)
+    },
+    async renew (): Promise<void> {},
+    async count (key: string): Promise<number> { return inner.count(key) },
+    async publish (): Promise<void> {},
+    async revocations (): Promise<[]> { return [] },
+    listen: async (listener: Parameters<ConnectionStore['listen']>[0]) => await inner.listen(listener)
   }
   return store
 }
 
-test('a custom async store counts the connections', async (t) => {
+test('a custom async store counts the users\' connections; the process limit is counted in the process', async (t) => {
   const store = asyncStore()
   const { app, url } = await startApp(t, async (app) => {
     await app.register(wsGuard, { auth: { secret }, maxConnections: 2, maxConnectionsPerUser: 1, store })
     app.wsRoute('/ws', () => {})
   })
   const alice = await openClient(t, url('/ws'), [], await user('alice'))
-  t.same(store.log, ['acquire connections 2', 'acquire user:alice 1'], 'the process count, then the user count')
+  t.same(store.log, ['acquire user:alice 1'], 'only the user\'s lease goes to the store')
+  const aliceLease = store.ids[0]
   store.log.length = 0
   assertLimitRefusal(t, await tryConnect(url('/ws'), [], await user('alice')), 429, 'FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS')
-  t.same(store.log, ['acquire connections 2', 'acquire user:alice 1', 'release connections'], 'a refusal gives back what it took')
+  t.same(store.log, ['acquire user:alice 1'], 'a refused lease has nothing to give back')
+  t.not(store.ids[1], aliceLease, 'each handshake asks with a lease id of its own')
   await openClient(t, url('/ws'), [], await user('bob'))
   store.log.length = 0
   assertLimitRefusal(t, await tryConnect(url('/ws'), [], await user('carol')), 503, 'FST_WS_GUARD_TOO_MANY_CONNECTIONS')
-  t.same(store.log, ['acquire connections 2'], 'over the process limit the user is not even counted')
-  store.log.length = 0
+  t.same(store.log, [], 'over the process limit the store is not asked')
+  store.ids.length = 0
   alice.close()
-  await waitFor(() => store.log.length === 2, 'the release')
-  t.same(store.log.sort(), ['release connections', 'release user:alice'], 'closing releases both counts')
+  await waitFor(() => store.log.length === 1, 'the release')
+  t.same(store.log, ['release user:alice'], 'closing releases the lease')
+  t.same(store.ids, [aliceLease], 'the one alice\'s connection took')
+  await waitFor(() => store.inner.count('user:alice') === 0, 'the store to drop it')
   await waitFor(() => app.wsGuard.stats().open === 1, 'the close')
   await openClient(t, url('/ws'), [], await user('dave'))
   t.equal(app.wsGuard.stats().open, 2, 'a new user takes the freed place')
+  t.equal(await app.wsGuard.count({ sub: 'dave' }), 1, 'count() asks the store')
 })
 
-test('a client vanishing while an async store acquires gets its count released at once', async (t) => {
+test('a client vanishing while an async store acquires gets its lease released at once', async (t) => {
   const store = asyncStore()
   let calls = 0
-  const { app, port } = await startApp(t, async (app) => {
-    await app.register(wsGuard, { auth: { secret }, maxConnections: 5, maxConnectionsPerUser: 1, store })
+  const { app, port, url } = await startApp(t, async (app) => {
+    await app.register(wsGuard, { auth: { secret }, maxConnections: 1, maxConnectionsPerUser: 1, store })
     app.wsRoute('/ws', () => { calls++ })
   })
   store.hold = true
@@ -234,26 +301,12 @@ test('a client vanishing while an async store acquires gets its count released a
   await sleep(20)
   store.hold = false
   store.proceed()
-  await waitFor(() => store.log.length === 4, 'the releases')
-  t.same(store.log, ['acquire connections 5', 'acquire user:alice 1', 'release connections', 'release user:alice'], 'both counts released')
+  await waitFor(() => store.log.length === 2, 'the release')
+  t.same(store.log, ['acquire user:alice 1', 'release user:alice'], 'the late lease is released')
+  t.equal(store.ids[1], store.ids[0], 'the very lease that was taken')
+  await waitFor(() => store.inner.count('user:alice') === 0, 'the store to drop it')
   t.equal(calls, 0, 'the handler never ran')
   t.equal(app.wsGuard.stats().accepted, 0, 'nothing was accepted')
-})
-
-test('a store that answers after the handshake timed out gets its count back', async (t) => {
-  const store = asyncStore()
-  const { app, url } = await startApp(t, async (app) => {
-    await app.register(wsGuard, { auth: { secret }, maxConnections: 5, maxConnectionsPerUser: 1, store, handshakeTimeout: 200 })
-    app.wsRoute('/ws', () => {})
-  })
-  store.hold = true
-  const outcome = await tryConnect(url('/ws'), [], await user('alice'))
-  t.equal(outcome.kind === 'refused' && JSON.parse(outcome.body).code, 'FST_WS_GUARD_HANDSHAKE_TIMEOUT', 'the client gets the handshake timeout')
-  store.hold = false
-  store.proceed()
-  await waitFor(() => store.log.length === 4, 'the late acquisitions to be released')
-  t.same(store.log, ['acquire connections 5', 'acquire user:alice 1', 'release connections', 'release user:alice'], 'both counts released')
-  t.equal(app.wsGuard.stats().accepted, 0, 'nothing was accepted')
   await openClient(t, url('/ws'), [], await user('alice'))
-  t.equal(app.wsGuard.stats().open, 1, 'alice connects next time')
+  t.equal(calls, 1, 'alice connects next time: neither limit kept a place for the vanished client')
 })

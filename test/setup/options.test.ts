@@ -1,7 +1,8 @@
 import { test, type Test } from 'tap'
-import { InvalidOptionError } from '../../index.js'
+import { InvalidOptionError, MemoryStore } from '../../index.js'
 import { defaultWebSocketOptions, normalizeOptions, resolveRouteSettings } from '../../lib/setup/options.js'
 import { countingEcho, registrationError } from '../helpers/app.js'
+import { secret } from '../helpers/tokens.js'
 
 function assertInvalidOption (t: Test, err: unknown, message: RegExp): void {
   t.ok(err instanceof InvalidOptionError, 'an InvalidOptionError')
@@ -14,7 +15,24 @@ function assertInvalidOption (t: Test, err: unknown, message: RegExp): void {
 const invalidOptions: Array<[name: string, options: unknown, message: RegExp]> = [
   ['unknown key', { origin: ['https://a.example.com'] }, /unknown option origin; known options are origins, allowMissingOrigin, originReportOnly, rejectWith, handshakeTimeout, protocols, .*websocket/],
   ['unknown key in a typo', { handshakeTimout: 10 }, /unknown option handshakeTimout/],
-  ['store without its methods', { store: { acquire: () => true } }, /store must have acquire\(key, limit\) and release\(key\) methods/],
+  ['store: a string', { store: 'redis' }, /store must be a ConnectionStore such as new RedisStore\(\{ client \}\), got the string "redis"/],
+  ['store: null', { store: null }, /store must be a ConnectionStore such as new RedisStore\(\{ client \}\), got null/],
+  ['store without its methods', { store: { acquire: () => true } }, /store lacks renew, release, count, publish, revocations, listen: it must implement ConnectionStore \(leases and a control channel\), as MemoryStore and RedisStore \(fastify-ws-guard\/redis\) do/],
+  ['store of the old contract', { store: { acquire: () => true, release: () => {} } }, /store lacks renew, count, publish, revocations, listen: it must implement ConnectionStore/],
+  ['store without leaseTtl', { store: { acquire: () => true, renew: () => {}, release: () => {}, count: () => 0, publish: () => {}, revocations: () => [], listen: async () => async () => {} } }, /store\.leaseTtl must be a number of ms > 0 \(Infinity for leases that never lapse\), got undefined/],
+  ['store with leaseTtl 0', { store: { ...{ acquire: () => true, renew: () => {}, release: () => {}, count: () => 0, publish: () => {}, revocations: () => [], listen: async () => async () => {} }, leaseTtl: 0 } }, /store\.leaseTtl must be a number of ms > 0 \(Infinity for leases that never lapse\), got number/],
+  ['store with leaseTtl NaN', { store: { ...{ acquire: () => true, renew: () => {}, release: () => {}, count: () => 0, publish: () => {}, revocations: () => [], listen: async () => async () => {} }, leaseTtl: Number.NaN } }, /store\.leaseTtl must be a number of ms > 0/],
+  ['store with leaseTtl a string', { store: { ...{ acquire: () => true, renew: () => {}, release: () => {}, count: () => 0, publish: () => {}, revocations: () => [], listen: async () => async () => {} }, leaseTtl: '30000' } }, /store\.leaseTtl must be a number of ms > 0 \(Infinity for leases that never lapse\), got the string "30000"/],
+  ['onStoreError: unknown', { onStoreError: 'ignore' }, /onStoreError must be one of 'reject', 'local', got the string "ignore"/],
+  ['onStoreError: a boolean', { onStoreError: true }, /onStoreError must be one of 'reject', 'local', got boolean/],
+  ['revocationTtl: 0', { revocationTtl: 0 }, /revocationTtl must be a whole number >= 1, got number 0/],
+  ['revocationTtl: fractional', { revocationTtl: 1.5 }, /revocationTtl must be a whole number >= 1, got number 1\.5/],
+  ['revocationTtl: a string', { revocationTtl: '3600' }, /revocationTtl must be a whole number >= 1, got the string "3600"/],
+  ['auth.recheck: a number', { auth: { secret, recheck: 60_000 } }, /options\.auth\.recheck must be an object, got number/],
+  ['auth.recheck without interval', { auth: { secret, recheck: {} } }, /options\.auth\.recheck\.interval is required: a whole number of ms, as in interval: 60000/],
+  ['auth.recheck.interval below 1000', { auth: { secret, recheck: { interval: 999 } } }, /options\.auth\.recheck\.interval must be a whole number >= 1000, got number 999/],
+  ['auth.recheck.interval: a string', { auth: { secret, recheck: { interval: '60000' } } }, /options\.auth\.recheck\.interval must be a whole number >= 1000, got the string "60000"/],
+  ['auth.recheck: an unknown key', { auth: { secret, recheck: { interval: 1000, every: 5 } } }, /unknown option options\.auth\.recheck\.every; known options are interval/],
   ['origins: a number', { origins: 42 }, /options\.origins must be an array of origins and RegExps, a function or '\*', got number/],
   ['origins: a single origin string', { origins: 'https://a.example.com' }, /options\.origins must be an array .* got the string "https:\/\/a\.example\.com"/],
   ['origins: an object', { origins: { 'https://a.example.com': true } }, /options\.origins must be an array/],
@@ -77,7 +95,10 @@ test('valid options register', async (t) => {
     { origins: async () => true },
     { allowMissingOrigin: false, originReportOnly: true, rejectWith: 'close', handshakeTimeout: 1, protocols: ['chat.v2', 'chat.v1', 'bearerish'] },
     { rejectWith: 'http', handshakeTimeout: 60_000, protocols: [] },
-    { websocket: { maxPayload: 4096 } }
+    { websocket: { maxPayload: 4096 } },
+    { store: new MemoryStore(), onStoreError: 'local', revocationTtl: 1 },
+    { store: { ...{ acquire: () => true, renew: () => {}, release: () => {}, count: () => 0, publish: () => {}, revocations: () => [], listen: async () => async () => {} }, leaseTtl: 30_000 }, onStoreError: 'reject', revocationTtl: 86_400 },
+    { auth: { secret, recheck: { interval: 1000 } } }
   ]
   for (const options of valid) {
     await t.test(JSON.stringify(options) ?? 'undefined', async (t) => {
@@ -114,6 +135,22 @@ test('normalizeOptions validates, defaults and freezes once', async (t) => {
   }
 })
 
+test('the store options default to one process: a MemoryStore, reject on errors, revocations kept a day', async (t) => {
+  const normalized = normalizeOptions({})
+  t.ok(normalized.store instanceof MemoryStore, 'a MemoryStore')
+  t.not(normalizeOptions({}).store, normalized.store, 'one per registration')
+  t.equal(normalized.onStoreError, 'reject')
+  t.equal(normalized.revocationTtl, 86_400)
+  t.equal(normalized.route.auth, undefined)
+  const store = new MemoryStore()
+  const custom = normalizeOptions({ store, onStoreError: 'local', revocationTtl: 60, auth: { secret, recheck: { interval: 60_000 } } })
+  t.equal(custom.store, store, 'the store given, as it is')
+  t.equal(custom.onStoreError, 'local')
+  t.equal(custom.revocationTtl, 60)
+  t.equal(custom.route.auth?.recheck, 60_000, 'recheck.interval in ms')
+  t.equal(normalizeOptions({ auth: { secret } }).route.auth?.recheck, undefined, 'no recheck by default')
+})
+
 test('the safer ws defaults', async (t) => {
   t.same(defaultWebSocketOptions, { maxPayload: 1024 * 1024, perMessageDeflate: false, maxFragments: 1024, maxBufferedChunks: 16 * 1024 })
   t.ok(Object.isFrozen(defaultWebSocketOptions))
@@ -143,7 +180,9 @@ test('invalid config.wsGuard on a route fails at registration, naming the route'
     ['an invalid wildcard', { origins: ['https://*'] }, /config\.wsGuard of GET \/ws\.origins: "https:\/\/\*" is not a valid wildcard/],
     ['a bad timeout', { handshakeTimeout: -1 }, /config\.wsGuard of GET \/ws\.handshakeTimeout must be a whole number >= 1/],
     ['a bad rejectWith', { rejectWith: 'drop' }, /config\.wsGuard of GET \/ws\.rejectWith must be one of 'http', 'close'/],
-    ['bearer as a protocol', { protocols: ['bearer'] }, /config\.wsGuard of GET \/ws\.protocols: "bearer" is reserved/]
+    ['bearer as a protocol', { protocols: ['bearer'] }, /config\.wsGuard of GET \/ws\.protocols: "bearer" is reserved/],
+    ['a plugin-only store option', { onStoreError: 'local' }, /unknown option config\.wsGuard of GET \/ws\.onStoreError/],
+    ['a recheck below 1000', { auth: { secret, recheck: { interval: 10 } } }, /config\.wsGuard of GET \/ws\.auth\.recheck\.interval must be a whole number >= 1000, got number 10/]
   ]
   for (const [name, config, message] of cases) {
     await t.test(`wsRoute, ${name}`, async (t) => {
