@@ -35,6 +35,7 @@ const documented: Record<string, [code: string, statusCode: number]> = {
   ShuttingDownError: ['FST_WS_GUARD_SHUTTING_DOWN', 503],
   TooManyConnectionsError: ['FST_WS_GUARD_TOO_MANY_CONNECTIONS', 503],
   TooManyUserConnectionsError: ['FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS', 429],
+  StoreUnavailableError: ['FST_WS_GUARD_STORE_UNAVAILABLE', 503],
   InternalError: ['FST_WS_GUARD_INTERNAL', 500],
   TokenMissingError: ['FST_WS_GUARD_TOKEN_MISSING', 401],
   InvalidRequestError: ['FST_WS_GUARD_INVALID_REQUEST', 400],
@@ -75,7 +76,30 @@ test('close codes and reasons', async (t) => {
     t.ok(Buffer.byteLength(error.closeReason) <= 123, `${error.code}: the reason fits a close frame`)
     const expected = error.statusCode >= 500 ? (error.statusCode === 500 ? 1011 : 1013) : error.statusCode === 426 ? 4400 : 4000 + error.statusCode
     t.equal(error.closeCode, expected, `${error.code}: ${error.statusCode} closes with ${expected}`)
+    // A refusal that says when to come back says it in both answers: the header, and a hint in
+    // ms at the end of the close reason for clients that only see the close frame.
+    const retryAfter = error.headers?.['retry-after']
+    const hint = /; retry-after=(\d+)$/.exec(error.closeReason)
+    if (retryAfter === undefined) t.equal(hint, null, `${error.code}: no retry hint without Retry-After`)
+    else t.equal(Number(hint?.[1]), Number(retryAfter) * 1000, `${error.code}: retry-after=${Number(retryAfter) * 1000} in the reason, as Retry-After: ${retryAfter}`)
   }
+})
+
+test('the retryable refusals: Retry-After 5 and the hint in their close reasons', async (t) => {
+  const retryable = constructors
+    .map(([, ErrorClass]) => new ErrorClass('x', 'y'))
+    .filter((error) => error.headers?.['retry-after'] !== undefined)
+    .map((error) => [error.code, error.closeCode, error.closeReason])
+    .sort(([a], [b]) => String(a).localeCompare(String(b)))
+  t.same(retryable, [
+    ['FST_WS_GUARD_HANDSHAKE_TIMEOUT', 1013, 'handshake timeout; retry-after=5000'],
+    ['FST_WS_GUARD_KEYS_UNAVAILABLE', 1013, 'try again later; retry-after=5000'],
+    ['FST_WS_GUARD_SHUTTING_DOWN', 1013, 'server shutting down; retry-after=5000'],
+    ['FST_WS_GUARD_STORE_UNAVAILABLE', 1013, 'try again later; retry-after=5000'],
+    ['FST_WS_GUARD_TOO_MANY_CONNECTIONS', 1013, 'server at capacity; retry-after=5000'],
+    ['FST_WS_GUARD_TOO_MANY_USER_CONNECTIONS', 4429, 'too many connections; retry-after=5000']
+  ], 'every temporary refusal, with its hint')
+  t.equal(new errors.StoreUnavailableError().statusCode, 503, 'a store that does not answer: 503, temporary')
 })
 
 test('every FST_WS_GUARD_* code of lib/errors.ts is explained by the doctor', async (t) => {

@@ -14,11 +14,18 @@ function assertNoToken (t: Parameters<typeof startApp>[0], messages: unknown[], 
   assertNoLeak(t, text, tokens.flatMap((token) => [token, token.split('.')[2]!]), 'the channel messages')
 }
 
+/** Every reason a connection can end with (README, "Stats"), none counted. */
+const noCloses = Object.fromEntries([
+  'normal', 'abnormal', 'heartbeatTimeout', 'writeDeadline', 'tokenExpired', 'forbidden', 'shutdown', 'limit',
+  'protocolError', 'error', 'revoked', 'disconnected', 'messageTooBig', 'messageRate', 'maxAge'
+].map((reason) => [reason, 0]))
+
 test('the channel names are exported', async (t) => {
   t.same(channels, {
     accepted: 'fastify-ws-guard:accepted',
     rejected: 'fastify-ws-guard:rejected',
-    closed: 'fastify-ws-guard:closed'
+    closed: 'fastify-ws-guard:closed',
+    dropped: 'fastify-ws-guard:dropped'
   }, 'documented names')
   t.ok(Object.isFrozen(channels), 'frozen')
 })
@@ -57,7 +64,8 @@ test('accepted connections and normal closes: stats and channel messages', async
   }
   const stats = app.wsGuard.stats()
   t.equal(stats.open, 0, 'none open')
-  t.same(stats.closed, { normal: 2, abnormal: 0, heartbeatTimeout: 0, writeDeadline: 0, tokenExpired: 0, forbidden: 0, shutdown: 0, limit: 0, protocolError: 0, error: 0 }, 'two normal closes')
+  t.same(stats.closed, { ...noCloses, normal: 2 }, 'two normal closes, every reason listed')
+  t.equal(stats.dropped, 0, 'no message dropped')
   assertNoToken(t, [...record.accepted, ...record.closed], [aliceToken, bobToken])
 })
 
@@ -120,7 +128,13 @@ test('ended connections: counted and reported with the reason for each way they 
     app.wsRoute('/flood', { config: { wsGuard: { maxBufferedBytes: 256 * 1024, writeDeadline: 60_000 } } }, streaming(8))
     app.wsRoute('/expiring', { config: { wsGuard: { auth: { secret, clockTolerance: 0 } } } }, () => {})
     app.wsRoute('/oversized', () => {})
-    app.wsRoute('/idle', () => {})
+    app.wsRoute('/too-big', { config: { wsGuard: { maxMessageBytes: 16 } } }, () => {})
+    app.wsRoute('/too-fast', { config: { wsGuard: { messageRate: { messages: 1, interval: 60_000 } } } }, () => {})
+    app.wsRoute('/aged', { config: { wsGuard: { maxConnectionAge: 1000 } } }, () => {})
+    app.wsRoute('/revoked', { config: { wsGuard: { auth: { secret } } } }, () => {})
+    app.wsRoute('/disconnected', { config: { wsGuard: { auth: { secret } } } }, () => {})
+    // The idle client's second message is dropped; it stays open until the shutdown.
+    app.wsRoute('/idle', { config: { wsGuard: { messageRate: { messages: 1, interval: 60_000, onExcess: 'drop' } } } }, () => {})
   })
   const token = await mint(secretBytes, { sub: 'alice' }, { exp: now(2) })
   const clients = {
@@ -129,6 +143,11 @@ test('ended connections: counted and reported with the reason for each way they 
     flood: await openClient(t, url('/flood')),
     expiring: await openClient(t, url('/expiring'), [], bearer(token)),
     oversized: await openClient(t, url('/oversized')),
+    tooBig: await openClient(t, url('/too-big')),
+    tooFast: await openClient(t, url('/too-fast')),
+    aged: await openClient(t, url('/aged')),
+    revoked: await openClient(t, url('/revoked'), [], bearer(await mint(secretBytes, { sub: 'bob', jti: 'bob-1' }))),
+    disconnected: await openClient(t, url('/disconnected'), [], bearer(await mint(secretBytes, { sub: 'carol' }))),
     idle: await openClient(t, url('/idle'))
   }
   for (const client of [clients.slow, clients.flood]) {
@@ -136,17 +155,32 @@ test('ended connections: counted and reported with the reason for each way they 
     client.send('go')
   }
   clients.oversized.send(Buffer.alloc(2048))
-  await waitFor(() => record.closed.length === 5, 'five connections to end', 4000)
+  clients.tooBig.send(Buffer.alloc(17))
+  clients.tooFast.send('one')
+  clients.tooFast.send('two')
+  clients.idle.send('one')
+  clients.idle.send('two')
+  t.equal(await app.wsGuard.revoke({ jti: 'bob-1' }), 1, 'revoke() closed one connection')
+  t.equal(await app.wsGuard.disconnect({ sub: 'carol' }), 1, 'disconnect() closed one connection')
+  await waitFor(() => record.closed.length === 10, 'ten connections to end', 4000)
+  await waitFor(() => app.wsGuard.stats().dropped === 1, 'the idle client\'s second message to be dropped')
   await app.close()
-  t.equal(record.closed.length, 6, 'and the last one on shutdown')
+  t.equal(record.closed.length, 11, 'and the last one on shutdown')
 
-  t.same(app.wsGuard.stats().closed, { normal: 0, abnormal: 0, heartbeatTimeout: 1, writeDeadline: 1, tokenExpired: 1, forbidden: 0, shutdown: 1, limit: 1, protocolError: 1, error: 0 }, 'one of each reason')
+  const once = ['heartbeatTimeout', 'writeDeadline', 'tokenExpired', 'shutdown', 'limit', 'protocolError', 'revoked', 'disconnected', 'messageTooBig', 'messageRate', 'maxAge']
+  t.same(app.wsGuard.stats().closed, { ...noCloses, ...Object.fromEntries(once.map((reason) => [reason, 1])) }, 'one of each reason these routes can end with (forbidden needs a refresh, error a failing handler)')
+  t.equal(app.wsGuard.stats().dropped, 1, 'and the dropped message')
   const byRoute = Object.fromEntries(record.closed.map((message) => [message.route, message]))
   t.match(byRoute['/heartbeat'], { reason: 'heartbeatTimeout', code: 1006 }, 'heartbeat timeout, terminated')
   t.match(byRoute['/slow-reader'], { reason: 'writeDeadline', code: 1006 }, 'write deadline, terminated')
   t.match(byRoute['/flood'], { reason: 'limit', code: 1006 }, 'buffer limit, terminated')
   t.match(byRoute['/expiring'], { reason: 'tokenExpired', code: 4401, sub: 'alice' }, 'token expired, 4401, with the sub')
   t.match(byRoute['/oversized'], { reason: 'protocolError' }, 'a message over maxPayload: the client broke a limit')
+  t.match(byRoute['/too-big'], { reason: 'messageTooBig', code: 1009 }, 'a message over maxMessageBytes, 1009')
+  t.match(byRoute['/too-fast'], { reason: 'messageRate', code: 1008 }, 'a message over messageRate, 1008')
+  t.match(byRoute['/aged'], { reason: 'maxAge', code: 1001 }, 'maxConnectionAge, 1001')
+  t.match(byRoute['/revoked'], { reason: 'revoked', code: 4401, sub: 'bob' }, 'revoke(), 4401')
+  t.match(byRoute['/disconnected'], { reason: 'disconnected', code: 4403, sub: 'carol' }, 'disconnect(), 4403')
   t.match(byRoute['/idle'], { reason: 'shutdown', code: 1001 }, 'shutdown, 1001')
   for (const message of record.closed) {
     t.match(message, { requestId: String, durationMs: Number }, `${String(message.route)}: request id and duration`)

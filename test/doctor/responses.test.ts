@@ -240,7 +240,8 @@ test('listen: how a connection can end (exit 8)', async (t) => {
       if (path === '/terminate') socket.terminate()
       else if (path === '/no-code') socket.close()
       else if (path === '/app-code') socket.close(4001, 'room closed')
-      else socket.close(1001, 'server shutting down')
+      // What the guard sends on app.close(): the reason ends with a retry hint.
+      else socket.close(1001, 'server shutting down; retry-after=732')
     }, 30)
   })
   const paths = async (path: string): Promise<Run> => await doctor([`ws://127.0.0.1:${port}${path}`, '--listen', '800'])
@@ -263,4 +264,5 @@ test('listen: how a connection can end (exit 8)', async (t) => {
   const shutdown = await paths('/shutdown')
   expect(t, shutdown, 'listen', 'fail', 8)
   t.match(stage(shutdown, 'listen').findings, [{ code: '1001', cause: /going away/ }])
+  t.match(stage(shutdown, 'listen').findings, [{ cause: /^the server closed the connection: 1001 "server shutting down; retry-after=732": / }], 'the reason, hint included, is quoted whole')
 })

@@ -36,7 +36,7 @@ for (const rejectWith of ['http', 'close'] as const) {
     if (rejectWith === 'http') {
       assertRefusal(t, result, 503, 'FST_WS_GUARD_SHUTTING_DOWN')
     } else {
-      t.same(result, { kind: 'closed', code: 1013, reason: 'server shutting down' })
+      t.same(result, { kind: 'closed', code: 1013, reason: 'server shutting down; retry-after=5000' }, '1013 with the retry hint of Retry-After: 5')
     }
     await closing
     t.equal(app.calls, 0, 'the handler never ran')

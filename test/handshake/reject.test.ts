@@ -105,6 +105,7 @@ test("rejectWith: 'close': a handshake timeout closes with 1013 (try again later
   t.match(outcome, { kind: 'closed', code: 1013 })
   t.not((outcome as { reason?: string }).reason, 'bad request', 'a timeout is not a bad request')
   t.match((outcome as { reason?: string }).reason, /time/, 'the reason names the timeout')
+  t.equal((outcome as { reason?: string }).reason, 'handshake timeout; retry-after=5000', 'and says when to come back, as Retry-After: 5 does')
   t.equal(app.echo.calls, 0)
 })
 
@@ -213,6 +214,7 @@ test("rejectWith: 'close' for 503 cases: 1013 (try again later) with a reason th
     t.equal(outcome.kind === 'closed' && outcome.code, 1013)
     t.notMatch(outcome.kind === 'closed' ? outcome.reason : '', /^bad request$/, 'not described as the client\'s fault')
     t.ok(outcome.kind === 'closed' && outcome.reason.length > 0, 'a reason')
+    t.equal(outcome.kind === 'closed' && outcome.reason, 'try again later; retry-after=5000', 'with the retry hint')
     t.equal(app.calls, 0)
   })
 
@@ -221,6 +223,7 @@ test("rejectWith: 'close' for 503 cases: 1013 (try again later) with a reason th
     const outcome = await tryConnect(app.url('/ws'), [], bearer(await mint(secretBytes, {})))
     t.equal(outcome.kind === 'closed' && outcome.code, 1013)
     t.notMatch(outcome.kind === 'closed' ? outcome.reason : '', /^bad request$/, 'not described as the client\'s fault')
+    t.equal(outcome.kind === 'closed' && outcome.reason, 'handshake timeout; retry-after=5000', 'with the retry hint')
     t.equal(app.calls, 0)
   })
 
@@ -260,9 +263,9 @@ test("rejectWith: 'close': the connection limits answer with 1013 and 4429 close
     app.wsRoute('/ws', () => {})
   })
   await openClient(t, url('/ws'), [], bearer(await mint(secretBytes, { sub: 'alice' })))
-  t.same(await tryConnect(url('/ws'), [], bearer(await mint(secretBytes, { sub: 'alice' }))), { kind: 'closed', code: 4429, reason: 'too many connections' }, 'over the user limit: 4429')
+  t.same(await tryConnect(url('/ws'), [], bearer(await mint(secretBytes, { sub: 'alice' }))), { kind: 'closed', code: 4429, reason: 'too many connections; retry-after=5000' }, 'over the user limit: 4429')
   await openClient(t, url('/ws'), [], bearer(await mint(secretBytes, { sub: 'bob' })))
-  t.same(await tryConnect(url('/ws'), [], bearer(await mint(secretBytes, { sub: 'carol' }))), { kind: 'closed', code: 1013, reason: 'server at capacity' }, 'over the process limit: 1013')
+  t.same(await tryConnect(url('/ws'), [], bearer(await mint(secretBytes, { sub: 'carol' }))), { kind: 'closed', code: 1013, reason: 'server at capacity; retry-after=5000' }, 'over the process limit: 1013')
 })
 
 test('an HTTP refusal closes the TCP connection, even with keep-alive requests pipelined', async (t) => {
