@@ -22,6 +22,7 @@ import { runProfiles } from './profile.js'
 import { redisAvailable, redisServerPath } from './redis-server.js'
 import { budgetTable, checkBudgets, comparePeers, compareToJose, fanoutTable, fleetTable, handshakeRatioBudgets, handshakeTable, idleTable, messageTable, peerTable, pingPairLine, referenceTable } from './report.js'
 import { renderChart } from './svg.js'
+import { nodeRoot, runVersions, versionCases, versionTables } from './versions.js'
 import { int } from './stats.js'
 
 const usage = `Usage: npm run bench -- [options]
@@ -58,6 +59,10 @@ const usage = `Usage: npm run bench -- [options]
   --heap               heap snapshots of --idle servers (default idle-bare,idle-guard,idle-guard-hs256)
                        with and without --connections (default 2,000), diffed per connection
   --out-dir DIR        where --profile and --heap write their files (default: a temporary directory)
+  --versions           the handshake suite (bare, origin, hs256, es256-cached, es256, jose-hs256, jose-es256,
+                       fastify-jwt-hs256; --cases picks others) with quick settings under every Node found in
+                       $TMPDIR/fastify-ws-guard-node/<22|24|26>/node_modules/node/bin/node and this one, then the
+                       key ratios per version (JSON to --save FILE, or to a temporary file)
   --help`
 
 const { values: args } = parseArgs({
@@ -88,6 +93,7 @@ const { values: args } = parseArgs({
     profile: { type: 'boolean', default: false },
     heap: { type: 'boolean', default: false },
     'out-dir': { type: 'string' },
+    versions: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false }
   }
 })
@@ -168,6 +174,7 @@ async function main (): Promise<void> {
     process.stdout.write(usage + '\n')
     return
   }
+  if (args.versions) return await versions()
   const placement = detectPlacement()
   if (process.env.WS_GUARD_BENCH_LOADGEN !== '1' && (placement.bash || placement.pinned)) return relaunch(placement)
 
@@ -355,6 +362,26 @@ async function main (): Promise<void> {
   } finally {
     await fixtures.jwks.close()
   }
+}
+
+/** `--versions`: one quick handshake run per Node binary, then the ratios side by side. */
+async function versions (): Promise<void> {
+  const caseList = args.cases ?? versionCases.join(',')
+  const passArgs = ['--quick', '--cases', caseList]
+  for (const name of ['repetitions', 'handshakes', 'warmup', 'concurrency'] as const) {
+    if (args[name] !== undefined) passArgs.push(`--${name}`, args[name])
+  }
+  const started = Date.now()
+  const { runs } = await runVersions(passArgs, log)
+  const json = JSON.stringify({ mode: 'versions', nodeRoot, args: passArgs, durationS: Math.round((Date.now() - started) / 1000), runs }, null, 2) + '\n'
+  const file = args.save ?? join(tmpdir(), `ws-guard-bench-versions-${process.pid}.json`)
+  writeFileSync(file, json)
+  log(`results written to ${file}`)
+  if (args.json) process.stdout.write(json)
+  else {
+    process.stdout.write(`fastify-ws-guard bench, handshakes per Node version (${passArgs.join(' ')}), ${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} CPUs\n\n` + versionTables(runs, caseList.split(',').map((id) => id.trim())) + '\n')
+  }
+  if (runs.some((run) => run.error !== undefined)) process.exitCode = 1
 }
 
 main().catch((err: unknown) => {
