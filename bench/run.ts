@@ -27,7 +27,8 @@ import { int } from './stats.js'
 
 const usage = `Usage: npm run bench -- [options]
 
-  --quick              smoke run, under a minute: 3 repetitions of 1,000 handshakes, 2,000 idle connections
+  --quick              smoke run, under 3 minutes: 3 repetitions of 1,000 handshakes, 30,000 messages,
+                       2,000 idle connections and fan-out clients
   --json               print the results as JSON on stdout (progress goes to stderr)
   --check              exit with 1 when a budget fails
   --save FILE          also write the JSON results to FILE
@@ -44,8 +45,8 @@ const usage = `Usage: npm run bench -- [options]
   --skip-messages      no message suite
   --skip-fleet         no fleet suite (it needs /usr/bin/redis-server, or REDIS_SERVER_BIN; skipped without)
   --skip-idle          no idle suite
-  --repetitions N      repetitions of every handshake case (full: 7)
-  --handshakes N       handshakes per case and repetition (full: 4,000)
+  --repetitions N      repetitions of every handshake, message and fleet case (full: 7)
+  --handshakes N       handshakes per case and repetition, fleet cases too (full: 4,000)
   --warmup N           warm-up handshakes per case (full: 2,500)
   --concurrency N      handshakes in flight (64)
   --connections N      idle connections (full: 10,000)
