@@ -373,7 +373,7 @@ async function versions (): Promise<void> {
     if (args[name] !== undefined) passArgs.push(`--${name}`, args[name])
   }
   const started = Date.now()
-  const { runs } = await runVersions(passArgs, log)
+  const { runs } = await runVersions(passArgs, caseList.split(',').map((id) => id.trim()), log)
   const json = JSON.stringify({ mode: 'versions', nodeRoot, args: passArgs, durationS: Math.round((Date.now() - started) / 1000), runs }, null, 2) + '\n'
   const file = args.save ?? join(tmpdir(), `ws-guard-bench-versions-${process.pid}.json`)
   writeFileSync(file, json)

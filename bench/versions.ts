@@ -69,8 +69,15 @@ async function runUnder (node: NodeBinary, passArgs: readonly string[], log: Log
   child.stderr.setEncoding('utf8').on('data', (chunk: string) => {
     for (const line of chunk.split('\n')) if (line.trim() !== '') process.stderr.write(`[${node.version}] ${line}\n`)
   })
+  // The child forwards a SIGTERM to its pinned relaunch, which kills its servers.
   const stop = (): void => { child.kill('SIGTERM') }
+  const interrupted = (): void => {
+    stop()
+    process.exit(130)
+  }
   process.once('exit', stop)
+  process.once('SIGINT', interrupted)
+  process.once('SIGTERM', interrupted)
   let timedOut = false
   const timer = setTimeout(() => {
     timedOut = true
@@ -80,6 +87,8 @@ async function runUnder (node: NodeBinary, passArgs: readonly string[], log: Log
   const code = await new Promise<number | null>((resolve) => child.once('exit', (exitCode) => resolve(exitCode)))
   clearTimeout(timer)
   process.off('exit', stop)
+  process.off('SIGINT', interrupted)
+  process.off('SIGTERM', interrupted)
   const durationS = Math.round((Date.now() - started) / 1000)
   if (timedOut) return { node: node.version, path: node.path, handshakes: [], durationS, error: `no result within ${perVersionTimeoutMs / 60_000} min` }
   try {
@@ -91,13 +100,13 @@ async function runUnder (node: NodeBinary, passArgs: readonly string[], log: Log
   }
 }
 
-export async function runVersions (passArgs: readonly string[], log: Log): Promise<{ nodes: NodeBinary[], runs: VersionRun[] }> {
+export async function runVersions (passArgs: readonly string[], caseIds: readonly string[], log: Log): Promise<{ nodes: NodeBinary[], runs: VersionRun[] }> {
   const nodes = findNodes()
   const missing = majors.filter((major) => !nodes.some((node) => node.version.startsWith(`v${major}.`)))
   if (missing.length > 0) {
     log(`no Node ${missing.join(', ')} under ${nodeRoot}: install with ${missing.map((major) => `npm install --prefix ${join(nodeRoot, String(major))} node@${major}`).join('; ')}`)
   }
-  log(`handshake suite (${versionCases.join(', ')}) under ${nodes.map((node) => node.version).join(', ')}, one after the other`)
+  log(`handshake suite (${caseIds.join(', ')}) under ${nodes.map((node) => node.version).join(', ')}, one after the other`)
   const runs: VersionRun[] = []
   for (const node of nodes) runs.push(await runUnder(node, passArgs, log))
   return { nodes, runs }
