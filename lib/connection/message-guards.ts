@@ -12,8 +12,6 @@ export interface MessageRateSettings {
   readonly burst: number
   readonly perUser: boolean
   readonly onExcess: 'close' | 'drop'
-  /** The buckets a user's connections share on this instance, with `perUser`. */
-  readonly users: Map<string, MessageBucket>
 }
 
 /** What a message guard decided: deliver, drop, or end the connection. */
@@ -45,22 +43,31 @@ export class MessageBucket {
   }
 }
 
-/** The bucket of a new connection: its own, or its user's. */
-export function bucketFor (rate: MessageRateSettings, sub: unknown, now: number): MessageBucket {
-  if (!rate.perUser || typeof sub !== 'string') return new MessageBucket(rate, now)
-  let bucket = rate.users.get(sub)
-  if (bucket === undefined) {
-    bucket = new MessageBucket(rate, now)
-    rate.users.set(sub, bucket)
-  }
-  bucket.holders++
-  return bucket
-}
+/**
+ * The buckets users share with `perUser`, one per user and route on the instance: a route's
+ * rate is the route's, whatever other routes allow.
+ */
+export class UserBuckets {
+  readonly #buckets = new Map<string, MessageBucket>()
 
-/** A connection with a user's bucket ended. */
-export function leaveBucket (rate: MessageRateSettings, sub: unknown, bucket: MessageBucket): void {
-  if (!rate.perUser || typeof sub !== 'string') return
-  if (--bucket.holders === 0) rate.users.delete(sub)
+  /** The bucket of a new connection: its own, or its user's on this route. */
+  take (rate: MessageRateSettings, route: string, sub: unknown, now: number): MessageBucket {
+    if (!rate.perUser || typeof sub !== 'string') return new MessageBucket(rate, now)
+    const key = route + '\n' + sub
+    let bucket = this.#buckets.get(key)
+    if (bucket === undefined) {
+      bucket = new MessageBucket(rate, now)
+      this.#buckets.set(key, bucket)
+    }
+    bucket.holders++
+    return bucket
+  }
+
+  /** A connection ended: its user's bucket is forgotten with the last one. */
+  leave (rate: MessageRateSettings, route: string, sub: unknown, bucket: MessageBucket): void {
+    if (!rate.perUser || typeof sub !== 'string') return
+    if (--bucket.holders === 0) this.#buckets.delete(route + '\n' + sub)
+  }
 }
 
 /** Checks one message against the route's guards: size first, as it costs nothing. */
@@ -73,6 +80,7 @@ export function judgeMessage (guards: MessageGuardSettings, bucket: MessageBucke
 
 /** Bytes of a message as ws hands it over, whatever the socket's `binaryType`. */
 function sizeOf (data: unknown): number {
+  if (data instanceof Blob) return data.size
   if (Array.isArray(data)) {
     let total = 0
     for (const fragment of data as Buffer[]) total += fragment.length

@@ -10,7 +10,7 @@ import { acceptedChannel, closedChannel, droppedChannel, type AcceptedMessage, t
 import { errorIdentity } from '../serializers.js'
 import { TimerWheel, type WheelEntry } from '../timer-wheel.js'
 import { watchSocket, type SocketEvents } from './guarded-socket.js'
-import { bucketFor, judgeMessage, leaveBucket, type MessageBucket } from './message-guards.js'
+import { judgeMessage, UserBuckets, type MessageBucket } from './message-guards.js'
 
 const settled = Promise.resolve()
 
@@ -146,6 +146,7 @@ export class ConnectionTracker {
   #drained: (() => void) | undefined
   #nextId = 0
   #drainSpread = 0
+  readonly #userBuckets = new UserBuckets()
 
   constructor (stats: StatsCounter, revocations: RevocationList) {
     this.#stats = stats
@@ -180,7 +181,7 @@ export class ConnectionTracker {
     if (auth?.recheck !== undefined) connection.recheckAt = now + Math.ceil(Math.random() * auth.recheck)
     // ±10%: connections opened together after a scale-out do not all leave together.
     if (maxConnectionAge !== undefined) connection.leaveAt = now + Math.round(maxConnectionAge * (0.9 + Math.random() * 0.2))
-    if (messages?.rate !== undefined) connection.bucket = bucketFor(messages.rate, state.user?.sub, now)
+    if (messages?.rate !== undefined) connection.bucket = this.#userBuckets.take(messages.rate, state.route, state.user?.sub, now)
     this.setExpiry(connection, state.user?.exp)
     if (acceptedChannel.hasSubscribers) {
       acceptedChannel.publish({
@@ -342,7 +343,7 @@ export class ConnectionTracker {
     this.open.delete(connection)
     const { state } = connection
     const rate = state.settings.messages?.rate
-    if (rate !== undefined) leaveBucket(rate, state.user?.sub, connection.bucket!)
+    if (rate !== undefined) this.#userBuckets.leave(rate, state.route, state.user?.sub, connection.bucket!)
     // 1006: the peer went without a close frame (a reset, a vanished client).
     const reason = connection.closeReason ?? (connection.sawError ? 'error' : code === 1006 ? 'abnormal' : 'normal')
     this.#stats.closed[reason]++

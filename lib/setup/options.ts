@@ -202,7 +202,7 @@ export function normalizeOptions (options: unknown): NormalizedOptions {
     drainSpread,
     maxDefaultDrainSpread: Math.min(5000, Math.floor(shutdownGrace / 2)),
     routeDefaults: Object.freeze(routeDefaults),
-    route: normalizeRouteOptions(routeDefaults, 'options', normalizeAuth(routeDefaults.auth, 'options.auth', undefined), websocket.maxPayload!)
+    route: normalizeRouteOptions(routeDefaults, 'options', normalizeAuth(routeDefaults.auth, 'options.auth', undefined))
   })
 }
 
@@ -219,10 +219,10 @@ export function resolveRouteSettings (defaults: NormalizedOptions, overrides: un
   const auth = overrides.auth === undefined
     ? defaults.route.auth
     : normalizeAuth(overrides.auth, `${name}.auth`, defaults.route.auth)
-  return normalizeRouteOptions({ ...defaults.routeDefaults, ...overrides }, name, auth, defaults.websocket.maxPayload!)
+  return normalizeRouteOptions({ ...defaults.routeDefaults, ...overrides }, name, auth)
 }
 
-function normalizeRouteOptions (opts: Record<string, unknown>, name: string, auth: AuthSettings | undefined, maxPayload: number): RouteSettings {
+function normalizeRouteOptions (opts: Record<string, unknown>, name: string, auth: AuthSettings | undefined): RouteSettings {
   const usesCookie = auth?.sources.sources.includes('cookie') === true
   if (usesCookie && (opts.allowMissingOrigin === true || opts.origins === '*' || opts.originReportOnly === true)) {
     const culprit = opts.origins === '*' ? "origins: '*'" : opts.allowMissingOrigin === true ? 'allowMissingOrigin: true' : 'originReportOnly: true'
@@ -249,17 +249,24 @@ function normalizeRouteOptions (opts: Record<string, unknown>, name: string, aut
     writeDeadline: opts.writeDeadline === false ? undefined : optionalInteger(opts.writeDeadline, 30_000, `${name}.writeDeadline`),
     maxBufferedBytes: optionalInteger(opts.maxBufferedBytes, 8 * 1024 * 1024, `${name}.maxBufferedBytes`),
     maxConnectionsPerUser: opts.maxConnectionsPerUser === undefined ? undefined : optionalInteger(opts.maxConnectionsPerUser, 0, `${name}.maxConnectionsPerUser`),
-    messages: normalizeMessageGuards(opts, name, maxPayload),
+    messages: normalizeMessageGuards(opts, name),
     maxConnectionAge: opts.maxConnectionAge === undefined ? undefined : optionalInteger(opts.maxConnectionAge, 0, `${name}.maxConnectionAge`, 1000)
   })
 }
 
-function normalizeMessageGuards (opts: Record<string, unknown>, name: string, maxPayload: number): MessageGuardSettings | undefined {
+/**
+ * At a route's declaration, once the ws server in use is known (the guard's, or one the app
+ * registered itself): ws cuts at `maxPayload` before buffering a message, and the route's
+ * bound is only checked after, so it may lower that bound, never raise it.
+ */
+export function assertWithinMaxPayload (settings: RouteSettings, maxPayload: number | undefined, routeName: string): void {
+  const maxBytes = settings.messages?.maxBytes
+  if (maxBytes === undefined || maxPayload === undefined || maxPayload === 0 || maxBytes <= maxPayload) return
+  throw new InvalidOptionError(`maxMessageBytes (${maxBytes}) of ${routeName} is above the ws server's maxPayload (${maxPayload}), the hard bound every route shares: lower maxMessageBytes, or raise websocket.maxPayload`)
+}
+
+function normalizeMessageGuards (opts: Record<string, unknown>, name: string): MessageGuardSettings | undefined {
   const maxBytes = opts.maxMessageBytes === undefined ? undefined : optionalInteger(opts.maxMessageBytes, 0, `${name}.maxMessageBytes`)
-  // ws cuts at maxPayload before buffering the message; the route's bound is checked after.
-  if (maxBytes !== undefined && maxPayload !== 0 && maxBytes > maxPayload) {
-    throw new InvalidOptionError(`${name}.maxMessageBytes (${maxBytes}) is above websocket.maxPayload (${maxPayload}), the hard bound every route shares: lower maxMessageBytes, or raise websocket.maxPayload`)
-  }
   const rate = normalizeMessageRate(opts.messageRate, `${name}.messageRate`)
   if (maxBytes === undefined && rate === undefined) return undefined
   return Object.freeze({ maxBytes, rate })
@@ -278,8 +285,7 @@ function normalizeMessageRate (value: unknown, name: string): MessageRateSetting
     interval: optionalInteger(value.interval, 0, `${name}.interval`),
     burst: optionalInteger(value.burst, messages, `${name}.burst`),
     perUser: optionalBoolean(value.perUser, false, `${name}.perUser`),
-    onExcess: optionalOneOf(value.onExcess, ['close', 'drop'], 'close', `${name}.onExcess`),
-    users: new Map()
+    onExcess: optionalOneOf(value.onExcess, ['close', 'drop'], 'close', `${name}.onExcess`)
   })
 }
 

@@ -5,7 +5,7 @@ import type { HandshakeGuard } from '../handshake/chain.js'
 import type { UpgradeSockets } from '../handshake/upgrade-sockets.js'
 import { refuseBeforeHandshake } from '../handshake/reject.js'
 import type { StatsCounter } from '../stats.js'
-import { resolveRouteSettings, type NormalizedOptions } from './options.js'
+import { assertWithinMaxPayload, resolveRouteSettings, type NormalizedOptions } from './options.js'
 
 /**
  * The `onRoute` hook that guards every route declared in the plugin's scope: WebSocket routes
@@ -28,6 +28,7 @@ export function createRouteGuard (options: NormalizedOptions, guard: HandshakeGu
     // A HEAD route (including the one Fastify adds for a GET) can never be upgraded.
     if (methods.every((method) => method === 'HEAD')) return
     const settings = resolveRouteSettings(options, overrides, name)
+    assertWithinMaxPayload(settings, guard.wss.options.maxPayload, name)
     tracker.noteIntervals(settings)
     upgrades.noteHandshakeTimeout(settings.handshakeTimeout)
     // A wsHandler route also serves plain HTTP through its handler.
