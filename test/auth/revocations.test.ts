@@ -60,18 +60,37 @@ test('adding again keeps the wider revocation', async (t) => {
   t.equal(list.revokes({ sub: 'alice', iat: t0 + 51 }, t0 + 200), false)
 })
 
-test('load() replaces the whole copy', async (t) => {
+test('merge() takes in what the store holds and returns what only this copy holds, in force', async (t) => {
   const list = new RevocationList()
   list.add({ jti: 'local-only', until: t0 + 100 })
+  list.add({ jti: 'both', until: t0 + 100 })
+  list.add({ jti: 'local-expired', until: t0 - 1 })
   list.add({ sub: 'bob', issuedBefore: t0, until: t0 + 100 })
-  list.load([{ jti: 'token-1', until: t0 + 100 }, { sub: 'alice', issuedBefore: t0, until: t0 + 100 }])
-  t.equal(list.size, 2)
-  t.equal(list.revokes({ jti: 'local-only' }, t0), false, 'what the store does not hold is gone')
-  t.equal(list.revokes({ sub: 'bob', iat: t0 }, t0), false)
-  t.equal(list.revokes({ jti: 'token-1' }, t0), true, 'what it holds is in force')
+  list.add({ sub: 'carol', issuedBefore: t0 + 10, until: t0 + 100 })
+  list.add({ sub: 'dave', issuedBefore: t0, until: t0 + 100 })
+  list.add({ sub: 'erin', issuedBefore: t0, until: t0 - 1 })
+  const missing = list.merge([
+    { jti: 'both', until: t0 + 50 },
+    { jti: 'store-only', until: t0 + 100 },
+    { sub: 'alice', issuedBefore: t0, until: t0 + 100 },
+    // The store knows carol's revocation up to an earlier second only, in two entries.
+    { sub: 'carol', issuedBefore: t0 - 10, until: t0 + 100 },
+    { sub: 'carol', issuedBefore: t0 + 5, until: t0 + 100 },
+    { sub: 'dave', issuedBefore: t0 + 1, until: t0 + 100 }
+  ], t0)
+  t.same(missing, [
+    { jti: 'local-only', until: t0 + 100 },
+    { sub: 'bob', issuedBefore: t0, until: t0 + 100 },
+    { sub: 'carol', issuedBefore: t0 + 10, until: t0 + 100 }
+  ], 'what the store lacks, or holds for an earlier second; nothing expired; nothing it holds')
+  t.equal(list.revokes({ jti: 'store-only' }, t0), true, 'what the store holds is in force here')
   t.equal(list.revokes({ sub: 'alice', iat: t0 }, t0), true)
-  list.load([])
-  t.equal(list.size, 0, 'an empty store empties the copy')
+  t.equal(list.revokes({ jti: 'local-only' }, t0), true, 'what only this copy holds stays in force')
+  t.equal(list.revokes({ jti: 'both' }, t0 + 75), true, 'the later until of the two is kept')
+  t.equal(list.revokes({ sub: 'dave', iat: t0 + 1 }, t0), true, 'the later issuedBefore of the two is kept')
+  t.equal(list.revokes({ sub: 'carol', iat: t0 + 10 }, t0), true)
+  t.same(list.merge([], t0 + 200), [], 'once all have expired, nothing is missing')
+  t.same(new RevocationList().merge([], t0), [], 'an empty copy and an empty store')
 })
 
 test('past 1024 entries, an addition first drops what has expired', async (t) => {

@@ -324,15 +324,28 @@ for (const mode of ['throw', 'reject'] as const) {
 }
 
 for (const mode of ['throw', 'reject'] as const) {
-  test(`revocations that ${mode}s at start: the app starts; once the store is back they are loaded`, async (t) => {
+  test(`revocations that ${mode}s at start: the registration fails with the store's error`, async (t) => {
     const store = new FlakyStore()
     store.modes.revocations = mode
+    const app = Fastify()
+    t.teardown(async () => { await app.close().catch(() => {}) })
+    app.register(wsGuard, { store })
+    await t.rejects(async () => { await app.ready() }, { code: 'ESTORE_DOWN' }, 'ready() rejects: the first handshake needs the revocations')
+  })
+}
+
+for (const mode of ['throw', 'reject'] as const) {
+  test(`revocations that ${mode}s when the store comes back: logged once; loaded when it answers`, async (t) => {
+    const store = new FlakyStore()
     const started = await storeApp(t, store)
-    await waitFor(() => health(started).lost === 1, 'the warning')
-    const alice = await openClient(t, started.url('/counted'), [], await user('alice'))
+    const aliceToken = await user('alice')
+    const alice = await openClient(t, started.url('/counted'), [], aliceToken)
     const bob = await openClient(t, started.url('/counted'), [], await user('bob'))
     // A revocation another instance made while this one could not hear it.
     store.inner.publish({ type: 'revoke', from: 'elsewhere', revocation: { sub: 'alice', issuedBefore: now(), until: now(60) } })
+    store.modes.revocations = mode
+    store.listener!.available()
+    await waitFor(() => health(started).lost === 1, 'the warning')
     t.equal(await ask(alice, 'x'), 'x', 'not known here yet')
 
     store.modes.revocations = 'async'
@@ -341,7 +354,7 @@ for (const mode of ['throw', 'reject'] as const) {
     const { code, reason } = await closed
     t.same([code, reason], [4401, 'token revoked'], 'loaded: alice\'s session closes with 4401')
     t.equal(await ask(bob, 'y'), 'y', 'bob\'s stays')
-    assertRefusal(t, await tryConnect(started.url('/counted'), [], await user('alice')), 401, 'FST_WS_GUARD_TOKEN_REVOKED')
+    assertRefusal(t, await tryConnect(started.url('/counted'), [], aliceToken), 401, 'FST_WS_GUARD_TOKEN_REVOKED')
     assertHealth(t, started, { lost: 1, back: 1 }, 'one warning, one info line')
   })
 }
@@ -350,8 +363,9 @@ for (const mode of ['throw', 'reject'] as const) {
   test(`publish that ${mode}s: disconnect() and revoke() act here, then reject with the store's error`, async (t) => {
     const store = new FlakyStore()
     const started = await storeApp(t, store)
+    const bobToken = await user('bob')
     const alice = await openClient(t, started.url('/counted'), [], await user('alice'))
-    const bob = await openClient(t, started.url('/counted'), [], await user('bob'))
+    const bob = await openClient(t, started.url('/counted'), [], bobToken)
     store.modes.publish = mode
     const aliceClosed = whenClosed(alice)
     await t.rejects(started.app.wsGuard.disconnect({ sub: 'alice' }), { code: 'ESTORE_DOWN' }, 'disconnect() rejects')
@@ -359,10 +373,16 @@ for (const mode of ['throw', 'reject'] as const) {
     const bobClosed = whenClosed(bob)
     await t.rejects(started.app.wsGuard.revoke({ sub: 'bob' }), { code: 'ESTORE_DOWN' }, 'revoke() rejects')
     t.equal((await bobClosed).code, 4401, 'bob\'s session was revoked here')
-    assertRefusal(t, await tryConnect(started.url('/counted'), [], await user('bob')), 401, 'FST_WS_GUARD_TOKEN_REVOKED')
+    assertRefusal(t, await tryConnect(started.url('/counted'), [], bobToken), 401, 'FST_WS_GUARD_TOKEN_REVOKED')
     t.same(store.inner.revocations(), [], 'the store holds nothing')
     const carol = await openClient(t, started.url('/counted'), [], await user('carol'))
     t.equal(await ask(carol, 'z'), 'z', 'the app goes on')
+
+    // The store back: it is given the revocation it never got.
+    store.modes.publish = 'async'
+    store.listener!.available()
+    await waitFor(() => store.inner.revocations().length === 1, 'the revocation to be given back')
+    t.match(store.inner.revocations(), [{ sub: 'bob' }], 'bob\'s revocation reaches the store')
   })
 }
 
