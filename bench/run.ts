@@ -303,8 +303,8 @@ async function main (): Promise<void> {
     if (svgFile !== undefined && (handshakes.length > 0 || idle.length > 0 || fleet !== undefined)) {
       mkdirSync(dirname(svgFile), { recursive: true })
       writeFileSync(svgFile, renderChart({
-        subtitle: `${mode} mode, ${host.cpuModel as string}, ${host.cpus as number} CPUs, Node ${process.version}; ${settings.repetitions} repetitions of ${int(settings.handshakes)} handshakes per case, ` +
-          `${int(settings.connections)} idle connections`,
+        subtitle: `${mode} mode, ${host.cpuModel as string}, ${host.cpus as number} CPUs, Node ${process.version}; ${settings.repetitions} repetitions of ${int(settings.handshakes)} handshakes per case` +
+          (idle.length > 0 ? `, ${int(settings.connections)} idle connections` : ''),
         handshakes,
         fleet,
         idle,
