@@ -4,13 +4,13 @@ import type { FastifyReply, FastifyRequest, onRequestHookHandler, preHandlerHook
 import type { WebSocketServer } from 'ws'
 import type { RevocationList } from '../auth/revocations.js'
 import { carriesToken } from '../auth/token-sources.js'
-import { HandshakeTimeoutError, InternalError, ShuttingDownError } from '../errors.js'
+import { HandshakeTimeoutError, InternalError, ShuttingDownError, TokenRevokedError } from '../errors.js'
 import { errorIdentity } from '../serializers.js'
 import type { LeaseKeeper } from '../sessions/leases.js'
 import type { NormalizedOptions, RouteSettings } from '../setup/options.js'
 import type { StatsCounter } from '../stats.js'
 import { TimerWheel, type WheelEntry } from '../timer-wheel.js'
-import { createAuthStep } from './authenticate.js'
+import { challenge, createAuthStep } from './authenticate.js'
 import { kHandshake, type GuardedIncomingMessage, type GuardStep, type HandshakeState, type Rejection } from './contract.js'
 import { createLimitStep } from './limits.js'
 import { checkOriginStep } from './origin.js'
@@ -97,12 +97,17 @@ export class HandshakeGuard {
   /**
    * A `preHandler` of every guarded route, after the app's own hooks: the last moment before
    * @fastify/websocket upgrades, so a handshake that was still in the app's hooks when closing
-   * started is refused too, and its handler never runs.
+   * started, or whose token was revoked meanwhile, is refused too, and its handler never runs.
    */
   readonly beforeUpgrade: preHandlerHookHandler = (request, reply, done) => {
     const state = (request.raw as GuardedIncomingMessage)[kHandshake]
-    if (!this.closing || !request.ws || state?.owner !== this.owner) return done()
-    refuse(this, request, reply, state, { error: new ShuttingDownError() })
+    if (!request.ws || state?.owner !== this.owner) return done()
+    if (this.closing) return refuse(this, request, reply, state, { error: new ShuttingDownError() })
+    // A revoke() that landed while an async check (authorize, the store) was pending.
+    if (state.user !== null && this.#revocations.revokes(state.user)) {
+      return refuse(this, request, reply, state, challenge(state.settings.auth!, new TokenRevokedError()))
+    }
+    done()
   }
 
   /**

@@ -111,9 +111,9 @@ export class SessionControl {
   }
 
   #receive (message: ControlMessage): void {
-    if (message.from === this.#leases.instanceId) return
     // What another instance sent went through its checks; a store bug must not end this process.
     try {
+      if (message.from === this.#leases.instanceId) return
       if (message.type === 'disconnect') {
         this.#closeMatching(sessionMatcher(message.filter, 'disconnect'), closeCode(message.code), closeReason(message.reason))
       } else {

@@ -89,7 +89,7 @@ test('a message from this instance itself is ignored: it acted when it sent it',
   t.equal((await closed).code, 4401, 'the same revoke from another instance applies')
 })
 
-test('a null control message is ignored with a warning', { todo: 'lib bug: SessionControl #receive reads message.from before its try (lib/sessions/control.ts), so a null message throws into the store' }, async (t) => {
+test('a null control message is ignored with a warning', async (t) => {
   const store = new ListenedStore()
   const started = await instance(t, store)
   const alice = await connect(t, started, { sub: 'alice' })
