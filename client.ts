@@ -118,11 +118,18 @@ const hintCodes = [1001, 1013, 4429]
 // `<text>; retry-after=<ms>`, the guard's way of putting a hint in a close reason.
 const retryAfter = /retry-after=(\d+)/
 
+/** The server's retry hint in a close reason, in ms, if it gave one. */
+function hintOf (close: CloseFrame | undefined): number | undefined {
+  const hint = close !== undefined && hintCodes.includes(close.code) ? retryAfter.exec(close.reason) : null
+  return hint === null ? undefined : Number(hint[1])
+}
+
 /**
  * The reconnect policy, pure: the ms to wait before reconnect number `attempt + 1`, or
- * `undefined` to stop. `close` is `undefined` when no socket could be opened at all.
+ * `undefined` to stop. `close` is `undefined` when no socket could be opened at all;
+ * `failures` counts the reconnects the server did not ask for, the exponent of the backoff.
  */
-function reconnectDelay (close: CloseFrame | undefined, attempt: number, limits: ReconnectLimits, random: () => number): number | undefined {
+function reconnectDelay (close: CloseFrame | undefined, attempt: number, failures: number, limits: ReconnectLimits, random: () => number): number | undefined {
   if (attempt >= limits.maxRetries) return undefined
   if (close !== undefined) {
     // An expired token is routine: a fresh one fixes it, so reconnect at once. Only once in a
@@ -132,17 +139,17 @@ function reconnectDelay (close: CloseFrame | undefined, attempt: number, limits:
     } else if (stopCodes.includes(close.code)) {
       return undefined
     }
-    const hint = hintCodes.includes(close.code) ? retryAfter.exec(close.reason) : null
-    if (hint !== null) {
+    const hint = hintOf(close)
+    if (hint !== undefined) {
       // Never sooner than minDelay (a hint of 0 must not spin), never so late that the jitter
       // could pass maxDelay; up to half the hint on top spreads out clients told the same hint.
-      const wait = Math.min(Math.max(Number(hint[1]), limits.minDelay), limits.maxDelay / 1.5)
+      const wait = Math.min(Math.max(hint, limits.minDelay), limits.maxDelay / 1.5)
       return wait + random() * wait / 2
     }
   }
   // Full jitter (AWS Architecture Blog, "Exponential Backoff And Jitter"): anywhere between 0
   // and the capped exponential, so that clients dropped together do not return together.
-  return random() * Math.min(limits.maxDelay, limits.minDelay * 2 ** attempt)
+  return random() * Math.min(limits.maxDelay, limits.minDelay * 2 ** failures)
 }
 
 /**
@@ -161,7 +168,8 @@ function reconnectDelay (close: CloseFrame | undefined, attempt: number, limits:
  * | 1001, 1013, 4429 without a hint; 1006 (no close frame, a refused HTTP handshake); 1000 from the server; any other code | backs off |
  *
  * Backoff is full jitter: a random delay in [0, min(maxDelay, minDelay × 2^n)], `n` counting
- * the reconnects since the last stable connection (one open for `stableAfter` ms). After
+ * the reconnects since the last stable connection (one open for `stableAfter` ms) that no
+ * retry hint asked for. After
  * `maxRetries` such reconnects, the next close stops. The clamp keeps every wait within
  * `maxDelay`: hints up to maxDelay / 1.5 (20 s by default) are honoured as given, and a hint
  * of 0 cannot make a client spin. A server's 1000 is backed off, not final: a client that
@@ -201,19 +209,23 @@ export function connect<S extends WebSocketLike = WebSocketLike> (url: string | 
   }
   let socket: S | undefined
   let timer: ReturnType<typeof setTimeout> | undefined
-  // Reconnects since the last stable connection: the backoff exponent and the retry count.
+  // Reconnects since the last stable connection: the retry count; and those of them the server
+  // did not ask for with a hint, the backoff exponent. A client moved along by a rolling
+  // deploy (1001 with a hint, three times in a row) is not backed off as if it had failed.
   let attempt = 0
+  let failures = 0
   // Set by close() or by a close the policy will not retry; nothing reconnects after it.
   let stopped = false
 
   // After a close (or an attempt that opened no socket): schedule the reconnect, or stop.
   function next (close?: CloseFrame): RetryOutcome {
-    const delay = stopped ? undefined : reconnectDelay(close, attempt, limits, random)
+    const delay = stopped ? undefined : reconnectDelay(close, attempt, failures, limits, random)
     if (delay === undefined) {
       stopped = true
       return { willRetry: false }
     }
     attempt++
+    if (hintOf(close) === undefined) failures++
     timer = setTimeout(open, delay)
     return { willRetry: true, delay }
   }
@@ -241,7 +253,7 @@ export function connect<S extends WebSocketLike = WebSocketLike> (url: string | 
     current.addEventListener('close', ({ code, reason }: CloseFrame) => {
       socket = undefined
       // Measured at the close: a refusal with rejectWith: 'close' opens too, for a moment.
-      if (openedAt !== undefined && Date.now() - openedAt >= stableAfter) attempt = 0
+      if (openedAt !== undefined && Date.now() - openedAt >= stableAfter) attempt = failures = 0
       onClose?.({ code, reason, ...next({ code, reason }) })
     })
   }

@@ -130,3 +130,10 @@ test('Math.random by default', async (t) => {
   const [report] = await closeReports([{ code: 1006, reason: '' }], { minDelay: 10, maxRetries: 1 })
   t.ok(report?.willRetry && report.delay >= 0 && report.delay < 10, 'within [0, minDelay)')
 })
+
+test('reconnects a hint asked for do not grow the backoff: a client moved along by a rolling deploy is not treated as failing', async (t) => {
+  const moved = { code: 1001, reason: 'server shutting down; retry-after=10' }
+  const dropped = { code: 1006, reason: '' }
+  const reports = await closeReports([...times(3, moved), dropped, dropped], { minDelay: 10, maxDelay: 1000, maxRetries: 5, random: highest })
+  t.same(delays(reports), [15, 15, 15, 10, 20, undefined], 'three hinted moves, then the backoff starts from minDelay, and maxRetries still counts every reconnect')
+})
