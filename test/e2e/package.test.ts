@@ -93,5 +93,5 @@ test('the packed tarball installs, imports, runs and type-checks on its own', as
   // The check can fail: an option of the wrong type is an error.
   writeFileSync(join(dir, 'consumer.ts'), consumer.replace('maxConnectionsPerUser: undefined', "maxConnectionsPerUser: 'three'"))
   const wrong = await run(process.execPath, [tsc, '-p', dir]).then(() => '', (err: { stdout: string }) => err.stdout)
-  t.match(wrong, /consumer\.ts\(9,3\): error TS2322/, 'and a wrong option is caught')
+  t.match(wrong, /consumer\.ts\(12,3\): error TS2322/, 'and a wrong option is caught')
 })
