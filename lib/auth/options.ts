@@ -74,9 +74,9 @@ export interface WsGuardAuthOptions<User = WsUser> extends KeySourceOptions {
     notify: (socket: WebSocket, request: FastifyRequest, expiresAt: number) => void | Promise<void>
   } | undefined
   /**
-   * Runs `isRevoked` and `authorize` (and the revocations of `app.wsGuard.revoke()`) again on
-   * every open connection once per `interval` ms, spread over the interval; failures close
-   * with 4401 `token revoked` or 4403 `forbidden`.
+   * Runs `isRevoked` and `authorize` again on every open connection once per `interval` ms,
+   * spread over the interval; failures close with 4401 `token revoked` or 4403 `forbidden`.
+   * (`app.wsGuard.revoke()` needs no recheck: it closes what it revokes at once.)
    */
   recheck?: { interval: number } | undefined
 }

@@ -2,8 +2,6 @@ import { performance } from 'node:perf_hooks'
 import type { FastifyRequest } from 'fastify'
 import WebSocket from 'ws'
 import { checkUser } from '../auth/authorize.js'
-import type { RevocationList } from '../auth/revocations.js'
-import { TokenRevokedError, type GuardError } from '../errors.js'
 import type { HandshakeState } from '../handshake/contract.js'
 import type { RouteSettings } from '../setup/options.js'
 import { acceptedChannel, closedChannel, droppedChannel, type AcceptedMessage, type ClosedMessage, type CloseReason, type DroppedMessage, type StatsCounter } from '../stats.js'
@@ -139,7 +137,6 @@ export class ConnectionTracker {
   /** True from the moment `app.close()` starts. */
   draining = false
   readonly #stats: StatsCounter
-  readonly #revocations: RevocationList
   #wheel: TimerWheel<Connection> | undefined
   /** The shortest interval any route uses, to size the wheel's tick. */
   #shortestInterval = Infinity
@@ -148,9 +145,8 @@ export class ConnectionTracker {
   #drainSpread = 0
   readonly #userBuckets = new UserBuckets()
 
-  constructor (stats: StatsCounter, revocations: RevocationList) {
+  constructor (stats: StatsCounter) {
     this.#stats = stats
-    this.#revocations = revocations
   }
 
   get wheel (): TimerWheel<Connection> {
@@ -291,15 +287,14 @@ export class ConnectionTracker {
     }
   }
 
-  /** `auth.recheck`: the revocations and the app's checks again, as at the handshake. */
+  /**
+   * `auth.recheck`: the app's checks again, as at the handshake. (The revocations of
+   * `revoke()` need no recheck: they close the matching connections as they arrive.)
+   */
   #recheck (connection: Connection): void {
     const { state } = connection
     const auth = state.settings.auth!
-    const user = state.user!
-    const verdict: Promise<GuardError | undefined> = this.#revocations.revokes(user)
-      ? Promise.resolve(new TokenRevokedError())
-      : checkUser(auth, user, state.request)
-    verdict.then((error) => {
+    checkUser(auth, state.user!, state.request).then((error) => {
       if (!connection.isOpen) return
       if (error === undefined) {
         connection.recheckAt = Date.now() + auth.recheck!
