@@ -62,24 +62,32 @@ function maskedText (text: string): Buffer {
   return frame
 }
 
+/** The head of the (unmasked) frame at `offset`, or `undefined` while the frame is incomplete. */
+function frameAt (data: Buffer, offset: number): { opcode: number, headLength: number, length: number } | undefined {
+  if (data.length - offset < 2) return undefined
+  let length = data[offset + 1]! & 0x7f
+  let headLength = 2
+  if (length === 126) {
+    if (data.length - offset < 4) return undefined
+    length = data.readUInt16BE(offset + 2)
+    headLength = 4
+  } else if (length === 127) {
+    if (data.length - offset < 10) return undefined
+    length = Number(data.readBigUInt64BE(offset + 2))
+    headLength = 10
+  }
+  if (data.length - offset < headLength + length) return undefined
+  return { opcode: data[offset]! & 0x0f, headLength, length }
+}
+
 /** The complete text frames at the start of `data` (the server's frames are unmasked), and the bytes after them. */
 function textFramesIn (data: Buffer): { texts: string[], rest: Buffer } {
   const texts: string[] = []
   let offset = 0
   while (data.length - offset >= 2) {
-    let length = data[offset + 1]! & 0x7f
-    let headLength = 2
-    if (length === 126) {
-      if (data.length - offset < 4) break
-      length = data.readUInt16BE(offset + 2)
-      headLength = 4
-    } else if (length === 127) {
-      if (data.length - offset < 10) break
-      length = Number(data.readBigUInt64BE(offset + 2))
-      headLength = 10
-    }
-    if (data.length - offset < headLength + length) break
-    const opcode = data[offset]! & 0x0f
+    const frame = frameAt(data, offset)
+    if (frame === undefined) break
+    const { opcode, headLength, length } = frame
     texts.push(opcode === 0x1 ? data.toString('utf8', offset + headLength, offset + headLength + length) : `(opcode ${opcode})`)
     offset += headLength + length
   }
@@ -343,19 +351,9 @@ export class IdlePool {
   #frames (socket: Socket, data: Buffer): Buffer | undefined {
     let offset = 0
     while (data.length - offset >= 2) {
-      const opcode = data[offset]! & 0x0f
-      let length = data[offset + 1]! & 0x7f
-      let headLength = 2
-      if (length === 126) {
-        if (data.length - offset < 4) break
-        length = data.readUInt16BE(offset + 2)
-        headLength = 4
-      } else if (length === 127) {
-        if (data.length - offset < 10) break
-        length = Number(data.readBigUInt64BE(offset + 2))
-        headLength = 10
-      }
-      if (data.length - offset < headLength + length) break
+      const frame = frameAt(data, offset)
+      if (frame === undefined) break
+      const { opcode, headLength, length } = frame
       if (opcode === 0x9) {
         this.pings++
         socket.write(pongFrame(data.subarray(offset + headLength, offset + headLength + length)))
@@ -526,19 +524,9 @@ export class EchoClients {
     let offset = 0
     let messages = 0
     while (data.length - offset >= 2) {
-      const opcode = data[offset]! & 0x0f
-      let length = data[offset + 1]! & 0x7f
-      let headLength = 2
-      if (length === 126) {
-        if (data.length - offset < 4) break
-        length = data.readUInt16BE(offset + 2)
-        headLength = 4
-      } else if (length === 127) {
-        if (data.length - offset < 10) break
-        length = Number(data.readBigUInt64BE(offset + 2))
-        headLength = 10
-      }
-      if (data.length - offset < headLength + length) break
+      const frame = frameAt(data, offset)
+      if (frame === undefined) break
+      const { opcode, headLength, length } = frame
       if (opcode === 0x1 || opcode === 0x2) messages++
       else if (opcode === 0x9) connection.socket.write(pongFrame(data.subarray(offset + headLength, offset + headLength + length)))
       else if (opcode === 0x8) connection.onEnd(`the server sent close code ${length >= 2 ? data.readUInt16BE(offset + headLength) : 'none'}`)
