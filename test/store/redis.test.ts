@@ -95,8 +95,7 @@ for (const [flavor, connect] of Object.entries(clientFlavors)) {
       await waitFor(() => Date.now() - started > 1200 + 800, 'the ttl after the last renewal', 3000)
       t.equal(await store.count('user:kept'), 0, 'once renewals stop, they are gone')
       t.equal(await redis.keysUnder(prefix), 0, 'and so are their keys')
-      await store.renew([])
-      t.pass('renewing nothing is fine')
+      await t.resolves(store.renew([]), 'renewing nothing is fine')
     })
 
     t.test('renew re-adds leases Redis lost, scripts included', async (t) => {
