@@ -1,5 +1,4 @@
 import type { Duplex } from 'node:stream'
-import { performance } from 'node:perf_hooks'
 import type { FastifyReply, FastifyRequest, onRequestHookHandler, preHandlerHookHandler } from 'fastify'
 import type { WebSocketServer } from 'ws'
 import type { RevocationList } from '../auth/revocations.js'
@@ -11,7 +10,7 @@ import type { NormalizedOptions, RouteSettings } from '../setup/options.js'
 import type { StatsCounter } from '../stats.js'
 import { TimerWheel, type WheelEntry } from '../timer-wheel.js'
 import { challenge, createAuthStep } from './authenticate.js'
-import { kHandshake, type GuardedIncomingMessage, type GuardStep, type HandshakeState, type Rejection } from './contract.js'
+import { HandshakeState, kHandshake, type GuardedIncomingMessage, type GuardStep, type Rejection } from './contract.js'
 import { createLimitStep } from './limits.js'
 import { checkOriginStep } from './origin.js'
 import { parseOfferedProtocols, selectProtocolStep } from './protocols.js'
@@ -77,17 +76,7 @@ export class HandshakeGuard {
         refuseBeforeHandshake(this.stats, request, reply, offered)
         return
       }
-      const state: HandshakeState = {
-        owner: this.owner,
-        settings,
-        route,
-        protocol: false,
-        offeredProtocols: offered,
-        user: null,
-        socket: reply.raw.socket as Duplex,
-        startedAt: performance.now(),
-        request
-      }
+      const state = new HandshakeState(this.owner, settings, route, offered, reply.raw.socket as Duplex, request)
       ;(request.raw as GuardedIncomingMessage)[kHandshake] = state
       // 3 to 7, then 8: done() lets @fastify/websocket upgrade.
       new HandshakeRun(this, steps, request, reply, state, done).next(0)
