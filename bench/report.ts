@@ -71,6 +71,14 @@ export function checkBudgets (handshakes: readonly CaseResult[], idle: readonly 
     const extra = result.rssPerConnection - bareIdle.rssPerConnection
     checks.push({ id: result.id, budget: `RSS/conn <= bare + ${kb(idleRssBudget)}`, short: `<= bare + ${kb(idleRssBudget)}`, measured: `bare + ${kb(extra)}`, value: extra, limit: idleRssBudget, pass: extra <= idleRssBudget })
   }
+  // With a token, part of the memory is the app's own: the claims any jose hook keeps. What the
+  // guard adds on top of that is its share.
+  const guardHs256 = idle.find((result) => result.id === 'idle-guard-hs256')
+  const joseHs256 = idle.find((result) => result.id === 'idle-jose-hs256')
+  if (guardHs256 !== undefined && joseHs256 !== undefined) {
+    const extra = guardHs256.rssPerConnection - joseHs256.rssPerConnection
+    checks.push({ id: guardHs256.id, budget: `RSS/conn <= bare + jose hook keeping the claims + ${kb(idleRssBudget)}`, short: `<= jose ref + ${kb(idleRssBudget)}`, measured: `jose ref + ${kb(extra)}`, value: extra, limit: idleRssBudget, pass: extra <= idleRssBudget })
+  }
   const pingGuard = idle.find((result) => result.id === 'ping-guard')
   if (pingGuard !== undefined) {
     const delay = pingGuard.loop.delayMaxMs

@@ -38,7 +38,7 @@ const usage = `Usage: npm run bench -- [options]
                        es256-cached, jwks, reject-origin, reject-missing, reject-badsig, fastify-jwt-hs256,
                        fastify-jwt-es256, socketio-hs256); bare is always added; jose-*: the reference,
                        bare plus a naive jwtVerify onRequest hook; fastify-jwt-*, socketio-*: the peers
-  --idle a,b           idle cases to run (idle-bare, idle-guard, idle-guard-hs256, idle-timer,
+  --idle a,b           idle cases to run (idle-bare, idle-guard, idle-guard-hs256, idle-jose-hs256, idle-timer,
                        ping-guard, ping-timer); idle-bare is always added
   --only a,b           run only these sections: handshakes, messages, fleet, idle
   --skip-handshakes    no handshake suite
@@ -207,7 +207,7 @@ async function main (): Promise<void> {
     `; file descriptors: ${process.env.WS_GUARD_BENCH_LOADGEN === '1' ? 'raised' : 'as inherited'}`)
 
   const caseIds = ['bare', 'origin', 'hs256', 'jose-hs256', 'fastify-jwt-hs256', 'socketio-hs256', 'es256', 'jose-es256', 'fastify-jwt-es256', 'es256-cached', 'jwks', 'reject-origin', 'reject-missing', 'reject-badsig']
-  const idleIds = ['idle-bare', 'idle-guard', 'idle-guard-hs256', 'idle-timer', 'ping-guard', 'ping-timer']
+  const idleIds = ['idle-bare', 'idle-guard', 'idle-guard-hs256', 'idle-jose-hs256', 'idle-timer', 'ping-guard', 'ping-timer']
   const perCase = settings.warmup + settings.repetitions * settings.handshakes
   const fixtures = await prepareFixtures(perCase, settings.connections, settings.warmup)
   const outDir = args['out-dir'] ?? join(tmpdir(), `ws-guard-bench-${process.pid}`)

@@ -13,7 +13,7 @@ import websocket from '@fastify/websocket'
 import Fastify, { type FastifyInstance } from 'fastify'
 import wsGuard, { type WsGuardOptions } from 'fastify-ws-guard'
 import { RedisStore } from 'fastify-ws-guard/redis'
-import { importSPKI, jwtVerify } from 'jose'
+import { importSPKI, jwtVerify, type JWTPayload } from 'jose'
 import { createClient } from 'redis'
 import { Server as SocketIoServer } from 'socket.io'
 import type { WebSocket } from 'ws'
@@ -41,14 +41,22 @@ function perConnectionTimer (socket: WebSocket, interval: number): void {
 /** The reference: what a hand-written jose check in an async onRequest hook costs. */
 async function addNaiveJoseHook (app: FastifyInstance): Promise<void> {
   const key = await joseKey()
+  app.decorateRequest('claims', null)
   app.addHook('onRequest', async (request, reply) => {
     const token = /^Bearer (.+)$/.exec(request.headers.authorization ?? '')?.[1]
     try {
-      await jwtVerify(token ?? '', key)
+      request.claims = (await jwtVerify(token ?? '', key)).payload
     } catch {
       return reply.code(401).send()
     }
   })
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** The naive hook's verified claims. */
+    claims: JWTPayload | null
+  }
 }
 
 /** The key jose verifies with: the HMAC secret's bytes, or the imported ES256 public key. */
@@ -112,8 +120,10 @@ async function build (): Promise<FastifyInstance> {
     if (config.kind === 'jose') await addNaiveJoseHook(app)
     if (config.kind === 'fastify-jwt') await addFastifyJwt(app)
     const interval = config.timerInterval
-    app.get('/ws', { websocket: true }, (socket) => {
+    app.get('/ws', { websocket: true }, (socket, request) => {
       echo(socket)
+      // As an app would: the claims stay at hand for the connection's life.
+      if (config.kind === 'jose') socket.once('close', () => request.claims)
       if (config.kind === 'timer' && interval !== undefined) perConnectionTimer(socket, interval)
     })
   }

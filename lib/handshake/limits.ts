@@ -1,3 +1,4 @@
+import type { Duplex } from 'node:stream'
 import { StoreUnavailableError, TooManyConnectionsError, TooManyUserConnectionsError } from '../errors.js'
 import type { HeldLease, LeaseKeeper, LeaseOutcome } from '../sessions/leases.js'
 import type { GuardStep, HandshakeState, Rejection } from './contract.js'
@@ -11,6 +12,11 @@ import type { GuardStep, HandshakeState, Rejection } from './contract.js'
 export function createLimitStep (leases: LeaseKeeper, maxConnections: number | undefined): GuardStep {
   let open = 0
   const leave = (): void => { open-- }
+  // One 'close' listener for every socket of this guard (`this` is the socket): nothing
+  // allocated per connection, which holds its lease for as long as it is open.
+  function releaseLease (this: LeasedSocket): void {
+    leases.release(this[kLease]!)
+  }
   return function limitConnections (_request, state) {
     if (maxConnections !== undefined) {
       if (open >= maxConnections) return { error: new TooManyConnectionsError() }
@@ -21,17 +27,26 @@ export function createLimitStep (leases: LeaseKeeper, maxConnections: number | u
     if (typeof sub !== 'string') return undefined
     const limit = state.settings.maxConnectionsPerUser ?? Infinity
     const outcome = leases.acquire(sub, limit)
-    return outcome instanceof Promise ? outcome.then((taken) => hold(leases, state, limit, taken)) : hold(leases, state, limit, outcome)
+    return outcome instanceof Promise ? outcome.then((taken) => hold(state, limit, taken)) : hold(state, limit, outcome)
+  }
+
+  function hold (state: HandshakeState, limit: number, outcome: LeaseOutcome): Rejection | undefined {
+    if (outcome === 'full') return { error: new TooManyUserConnectionsError() }
+    // Without a limit the lease only counts: no reason to refuse the user while the store is away.
+    if (outcome === 'unavailable') return limit === Infinity ? undefined : { error: new StoreUnavailableError() }
+    // A client that hung up while the store answered: nothing will close later.
+    if (state.socket.destroyed) {
+      leases.release(outcome)
+      return undefined
+    }
+    const socket = state.socket as LeasedSocket
+    socket[kLease] = outcome
+    // A socket closes once.
+    socket.on('close', releaseLease)
+    return undefined
   }
 }
 
-function hold (leases: LeaseKeeper, state: HandshakeState, limit: number, outcome: LeaseOutcome): Rejection | undefined {
-  if (outcome === 'full') return { error: new TooManyUserConnectionsError() }
-  // Without a limit the lease only counts: no reason to refuse the user while the store is away.
-  if (outcome === 'unavailable') return limit === Infinity ? undefined : { error: new StoreUnavailableError() }
-  const release = (): void => leases.release(outcome as HeldLease)
-  // A client that hung up while the store answered: nothing will close later.
-  if (state.socket.destroyed) release()
-  else state.socket.once('close', release)
-  return undefined
-}
+const kLease = Symbol('fastify-ws-guard.lease')
+
+type LeasedSocket = Duplex & { [kLease]?: HeldLease }

@@ -19,6 +19,7 @@ export type LeaseOutcome = HeldLease | 'full' | 'unavailable'
 export class LeaseKeeper {
   /** Names this instance's leases and control messages in the fleet. */
   readonly instanceId = randomUUID()
+  readonly #idPrefix = this.instanceId + ':'
   readonly #store: ConnectionStore
   readonly #fallback: MemoryStore | undefined
   readonly #health: StoreHealth
@@ -34,7 +35,7 @@ export class LeaseKeeper {
 
   /** Takes a slot for `sub`, fleet-wide, unless `limit` connections hold one already. */
   acquire (sub: string, limit: number): LeaseOutcome | Promise<LeaseOutcome> {
-    const lease = { key: 'user:' + sub, id: `${this.instanceId}:${++this.#counter}`, local: false }
+    const lease = { key: 'user:' + sub, id: this.#idPrefix + ++this.#counter, local: false }
     let answer: boolean | Promise<boolean>
     try {
       answer = this.#store.acquire(lease, limit)

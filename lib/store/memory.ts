@@ -7,21 +7,17 @@ import type { ConnectionStore, ControlMessage, Lease, Revocation, StoreListener 
  */
 export class MemoryStore implements ConnectionStore {
   readonly leaseTtl = Infinity
-  /** key → ids of the leases held under it. */
-  readonly #leases = new Map<string, Set<string>>()
+  /** key → the id of the one lease held under it, or the ids of several: most users hold one. */
+  readonly #leases = new Map<string, string | Set<string>>()
   readonly #revocations: Revocation[] = []
   readonly #listeners = new Set<StoreListener>()
 
   acquire (lease: Lease, limit: number): boolean {
-    let held = this.#leases.get(lease.key)
-    if (held === undefined) {
-      if (limit < 1) return false
-      held = new Set()
-      this.#leases.set(lease.key, held)
-    } else if (held.size >= limit) {
-      return false
-    }
-    held.add(lease.id)
+    const held = this.#leases.get(lease.key)
+    if (this.#sizeOf(held) >= limit) return false
+    if (held === undefined) this.#leases.set(lease.key, lease.id)
+    else if (typeof held !== 'string') held.add(lease.id)
+    else if (held !== lease.id) this.#leases.set(lease.key, new Set([held, lease.id]))
     return true
   }
 
@@ -29,13 +25,19 @@ export class MemoryStore implements ConnectionStore {
 
   release (lease: Lease): void {
     const held = this.#leases.get(lease.key)
-    if (held === undefined) return
-    held.delete(lease.id)
-    if (held.size === 0) this.#leases.delete(lease.key)
+    if (held === lease.id) {
+      this.#leases.delete(lease.key)
+    } else if (typeof held === 'object' && held.delete(lease.id) && held.size === 1) {
+      this.#leases.set(lease.key, held.values().next().value!)
+    }
   }
 
   count (key: string): number {
-    return this.#leases.get(key)?.size ?? 0
+    return this.#sizeOf(this.#leases.get(key))
+  }
+
+  #sizeOf (held: string | Set<string> | undefined): number {
+    return held === undefined ? 0 : typeof held === 'string' ? 1 : held.size
   }
 
   publish (message: ControlMessage): void {
