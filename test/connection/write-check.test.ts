@@ -86,3 +86,16 @@ test('a queue that empties clears the write deadline', async (t) => {
   t.equal(stats.closed.writeDeadline, 0)
   socket.terminate()
 })
+
+test('a connection already closing is left to its close handshake when the wheel comes by', async (t) => {
+  const { socket, tracker, stats, connection } = track(100)
+  socket.queue(64 * 1024)
+  tracker.afterSend(connection)
+  // close() was called: ws waits for the peer's close frame, and ends the socket itself.
+  socket.readyState = 2
+  await sleep(300)
+  t.equal(socket.terminated, false, 'not ended by the write deadline it is past')
+  t.equal(stats.closed.writeDeadline, 0, 'nor counted as one')
+  socket.terminate()
+  t.equal(stats.closed.abnormal, 1, 'its close is counted once it comes')
+})
