@@ -14,7 +14,7 @@ export class MemoryStore implements ConnectionStore {
 
   acquire (lease: Lease, limit: number): boolean {
     const held = this.#leases.get(lease.key)
-    if (this.#sizeOf(held) >= limit) return false
+    if (sizeOf(held) >= limit) return false
     if (held === undefined) this.#leases.set(lease.key, lease.id)
     else if (typeof held !== 'string') held.add(lease.id)
     else if (held !== lease.id) this.#leases.set(lease.key, new Set([held, lease.id]))
@@ -33,11 +33,7 @@ export class MemoryStore implements ConnectionStore {
   }
 
   count (key: string): number {
-    return this.#sizeOf(this.#leases.get(key))
-  }
-
-  #sizeOf (held: string | Set<string> | undefined): number {
-    return held === undefined ? 0 : typeof held === 'string' ? 1 : held.size
+    return sizeOf(this.#leases.get(key))
   }
 
   publish (message: ControlMessage): void {
@@ -68,4 +64,8 @@ export class MemoryStore implements ConnectionStore {
     listener.available()
     return async () => { this.#listeners.delete(listener) }
   }
+}
+
+function sizeOf (held: string | Set<string> | undefined): number {
+  return held === undefined ? 0 : typeof held === 'string' ? 1 : held.size
 }
