@@ -11,9 +11,10 @@ import type { GuardStep, HandshakeState, Rejection } from './contract.js'
  */
 export function createLimitStep (leases: LeaseKeeper, maxConnections: number | undefined): GuardStep {
   let open = 0
+  // 'close' listeners shared by every socket of this guard (`this` is the socket): nothing
+  // allocated per connection, which holds its count and lease for as long as it is open. A
+  // socket closes once, so `on()` does what `once()` would without its wrapper.
   const leave = (): void => { open-- }
-  // One 'close' listener for every socket of this guard (`this` is the socket): nothing
-  // allocated per connection, which holds its lease for as long as it is open.
   function releaseLease (this: LeasedSocket): void {
     leases.release(this[kLease]!)
   }
@@ -21,7 +22,7 @@ export function createLimitStep (leases: LeaseKeeper, maxConnections: number | u
     if (maxConnections !== undefined) {
       if (open >= maxConnections) return { error: new TooManyConnectionsError() }
       open++
-      state.socket.once('close', leave)
+      state.socket.on('close', leave)
     }
     const sub = state.user?.sub
     if (typeof sub !== 'string') return undefined
@@ -41,7 +42,6 @@ export function createLimitStep (leases: LeaseKeeper, maxConnections: number | u
     }
     const socket = state.socket as LeasedSocket
     socket[kLease] = outcome
-    // A socket closes once.
     socket.on('close', releaseLease)
     return undefined
   }
